@@ -1,0 +1,46 @@
+# sidecar-sizer — the two commands a fresh machine needs are `make run` and `make test`.
+CARGO   ?= cargo
+BIN     := target/debug/sidecar-sizer
+LISTEN  ?= 127.0.0.1:8443
+HEALTH  ?= 127.0.0.1:8080
+# Names the dev serving certificate is valid for: local use and the in-cluster Service.
+CERT_NAMES := --dns localhost --dns sidecar-sizer --dns sidecar-sizer.sidecar-sizer \
+              --dns sidecar-sizer.sidecar-sizer.svc --dns sidecar-sizer.sidecar-sizer.svc.cluster.local \
+              --ip 127.0.0.1
+
+.PHONY: all build run test lint fmt certs clean
+
+all: build
+
+build:
+	$(CARGO) build --bin sidecar-sizer
+
+# Dev certs: a CA (certs/ca.crt) and a serving cert signed by it (certs/tls.crt, tls.key).
+certs/tls.crt certs/tls.key: | build
+	$(BIN) certs --out certs $(CERT_NAMES)
+
+certs: build
+	$(BIN) certs --out certs $(CERT_NAMES)
+
+# The webhook on 127.0.0.1 with dev certs, the example specs and the example history.
+run: build certs/tls.crt
+	$(BIN) --log-format text serve \
+	  --listen $(LISTEN) --health-listen $(HEALTH) \
+	  --tls-cert certs/tls.crt --tls-key certs/tls.key \
+	  --spec-dir examples/specs --history examples/history.csv
+
+# All tests. Builds every test target once, then runs them.
+test:
+	$(CARGO) build --all-targets --locked
+	$(CARGO) test --all-targets --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf certs/*.crt certs/*.key

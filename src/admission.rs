@@ -1,0 +1,608 @@
+//! AdmissionReview in → AdmissionReview out (DESIGN §3–§4, §9). No IO here: the caller
+//! hands in the current spec and usage snapshots.
+//!
+//! Requests are decoded with `kube::core::admission`. The response is written by a small
+//! serializer of our own so that `patch` is base64 (`[]byte` in the Kubernetes API), not
+//! the array of numbers kube-core emits (kube-rs #1781); both are accepted by the apiserver
+//! and the golden test pins what we send.
+
+use crate::history::UsageSnapshot;
+use crate::patch::{
+    self, PatchOptions, Planned, ANN_CPU, ANN_CPU_LIMIT, ANN_MEMORY, ANN_MEMORY_LIMIT, LABEL_INJECT,
+};
+use crate::quantity::{Cpu, Memory};
+use crate::sizing::{
+    self, Decision, Finding, FindingKind, Inputs, Policy, Resources, Source, PROXY,
+};
+use crate::spec::{Declared, SpecStore};
+use crate::workload::{self, Workload};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::ByteString;
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub const ANN_MODE: &str = "sidecar-sizer.io/mode";
+pub const ANN_SKIP: &str = "sidecar-sizer.io/skip";
+const MAX_WARNING_CHARS: usize = 120;
+
+/// Enforce: patch the pod. DryRun: explain only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Enforce,
+    DryRun,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::DryRun => "dry-run",
+        }
+    }
+}
+
+/// What happened to one review; feeds the log line and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A patch was returned.
+    Patched,
+    /// Sized, but the pod already had the decision: empty patch.
+    Unchanged,
+    /// Dry-run: warnings and audit annotations, no patch.
+    Reviewed,
+    /// A skip rule matched (not a pod CREATE, opted out, hostNetwork, ...).
+    Skipped,
+    /// Something stopped us from sizing: allowed, no patch, a warning.
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Reviewed => "reviewed",
+            Outcome::Skipped => "skipped",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// The static part of the admission context (flags).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub policy: Policy,
+    pub patch: PatchOptions,
+    /// `serve --mode dry-run`: every path review-only.
+    pub dry_run_everywhere: bool,
+}
+
+/// What one review produced.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The AdmissionReview JSON to send back (HTTP 200).
+    pub body: Vec<u8>,
+    pub uid: String,
+    pub mode: Mode,
+    pub outcome: Outcome,
+    pub source: Option<Source>,
+    pub workload: Option<Workload>,
+    /// Why we skipped or failed, for the log.
+    pub detail: Option<String>,
+    pub requests: Option<Resources>,
+    pub limits: Option<Resources>,
+    pub finding_kinds: Vec<FindingKind>,
+}
+
+/// A request body that is not an AdmissionReview v1: HTTP 400 with this line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRequest(pub String);
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<ByteString>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// Clean a warning for kubectl: no control characters, at most 120 characters.
+pub fn sanitize_warning(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if cleaned.chars().count() <= MAX_WARNING_CHARS {
+        return cleaned;
+    }
+    let mut out: String = cleaned.chars().take(MAX_WARNING_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+struct Builder {
+    uid: String,
+    mode: Mode,
+    warnings: Vec<String>,
+    audit: BTreeMap<String, String>,
+    patch: Option<Vec<u8>>,
+}
+
+impl Builder {
+    fn warn(&mut self, text: &str) {
+        self.warnings.push(sanitize_warning(text));
+    }
+
+    fn finish(self, mut answer: Answer) -> Answer {
+        let out = ReviewOut {
+            api_version: "admission.k8s.io/v1",
+            kind: "AdmissionReview",
+            response: ResponseOut {
+                uid: &self.uid,
+                allowed: true,
+                patch_type: self.patch.as_ref().map(|_| "JSONPatch"),
+                patch: self.patch.map(ByteString),
+                audit_annotations: self.audit,
+                warnings: self.warnings,
+            },
+        };
+        // Serializing strings and maps cannot fail; fall back to a minimal answer anyway.
+        answer.body = serde_json::to_vec(&out).unwrap_or_else(|_| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{{"uid":{},"allowed":true}}}}"#,
+                serde_json::Value::String(self.uid.clone())
+            )
+            .into_bytes()
+        });
+        answer.uid = self.uid;
+        answer.mode = self.mode;
+        answer
+    }
+}
+
+fn blank_answer(mode: Mode, outcome: Outcome) -> Answer {
+    Answer {
+        body: Vec::new(),
+        uid: String::new(),
+        mode,
+        outcome,
+        source: None,
+        workload: None,
+        detail: None,
+        requests: None,
+        limits: None,
+        finding_kinds: Vec::new(),
+    }
+}
+
+/// Handle one AdmissionReview body arriving on a path of `path_mode`.
+pub fn review(
+    body: &[u8],
+    path_mode: Mode,
+    settings: &Settings,
+    specs: &SpecStore,
+    usage: &UsageSnapshot,
+) -> Result<Answer, BadRequest> {
+    let mode0 = if settings.dry_run_everywhere {
+        Mode::DryRun
+    } else {
+        path_mode
+    };
+    let req = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Ok(review) => {
+            check_types(&review.types.api_version, &review.types.kind)?;
+            let req: AdmissionRequest<Pod> = review
+                .try_into()
+                .map_err(|_| BadRequest("AdmissionReview has no request".into()))?;
+            req
+        }
+        Err(typed_err) => return undecodable(body, &typed_err, mode0),
+    };
+    let mut b = Builder {
+        uid: req.uid.clone(),
+        mode: mode0,
+        warnings: Vec::new(),
+        audit: BTreeMap::new(),
+        patch: None,
+    };
+    let skip = |b: Builder, why: String| {
+        let mut a = blank_answer(b.mode, Outcome::Skipped);
+        a.detail = Some(why);
+        b.finish(a)
+    };
+    let is_pod = req.kind.kind == "Pod" && req.kind.group.is_empty();
+    if req.operation != Operation::Create || !is_pod || req.sub_resource.is_some() {
+        let what = format!(
+            "{:?} of {}{}",
+            req.operation,
+            req.kind.kind,
+            req.sub_resource
+                .as_deref()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default()
+        );
+        return Ok(skip(b, format!("not a pod CREATE ({what})")));
+    }
+    let Some(pod) = req.object.as_ref() else {
+        b.warn("sidecar-sizer: review has no pod object; pod not sized");
+        let mut a = blank_answer(b.mode, Outcome::Error);
+        a.detail = Some("no object".into());
+        return Ok(b.finish(a));
+    };
+    if let Some(why) = skip_reason(pod) {
+        return Ok(skip(b, why));
+    }
+    if annotation(pod, ANN_MODE) == Some("dry-run") {
+        b.mode = Mode::DryRun;
+    }
+
+    let workload = match workload::identify(pod, req.namespace.as_deref()) {
+        Ok(w) => w,
+        Err(e) => {
+            b.warn(&format!("sidecar-sizer: pod not sized: {e}"));
+            let mut a = blank_answer(b.mode, Outcome::Error);
+            a.detail = Some(e.to_string());
+            return Ok(b.finish(a));
+        }
+    };
+    Ok(size(pod, workload, b, settings, specs, usage))
+}
+
+fn check_types(api_version: &str, kind: &str) -> Result<(), BadRequest> {
+    if api_version != "admission.k8s.io/v1" || kind != "AdmissionReview" {
+        return Err(BadRequest(format!(
+            "expected kind AdmissionReview apiVersion admission.k8s.io/v1, got kind {kind:?} apiVersion {api_version:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The typed decode failed: is it an AdmissionReview at all (→ allowed with a warning)
+/// or not (→ 400)?
+fn undecodable(
+    body: &[u8],
+    typed_err: &serde_json::Error,
+    mode: Mode,
+) -> Result<Answer, BadRequest> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| BadRequest(format!("body is not JSON: {e}")))?;
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).unwrap_or("").to_string();
+    check_types(&text(value.get("apiVersion")), &text(value.get("kind")))?;
+    let request = value
+        .get("request")
+        .filter(|r| r.is_object())
+        .ok_or_else(|| BadRequest("AdmissionReview has no request".into()))?;
+    let uid = request
+        .get("uid")
+        .and_then(|u| u.as_str())
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| BadRequest("AdmissionReview request has no uid".into()))?;
+    let mut b = Builder {
+        uid: uid.to_string(),
+        mode,
+        warnings: Vec::new(),
+        audit: BTreeMap::new(),
+        patch: None,
+    };
+    b.warn(&format!(
+        "sidecar-sizer: pod not sized: cannot decode request: {typed_err}"
+    ));
+    let mut a = blank_answer(mode, Outcome::Error);
+    a.detail = Some(format!("cannot decode request: {typed_err}"));
+    Ok(b.finish(a))
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// DESIGN §4 skip rules.
+fn skip_reason(pod: &Pod) -> Option<String> {
+    if annotation(pod, ANN_SKIP) == Some("true") {
+        return Some(format!("{ANN_SKIP}: \"true\""));
+    }
+    if label(pod, LABEL_INJECT) == Some("false") || annotation(pod, LABEL_INJECT) == Some("false") {
+        return Some(format!("{LABEL_INJECT}: \"false\""));
+    }
+    if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+        return Some("hostNetwork: true".into());
+    }
+    None
+}
+
+/// First non-proxy container and its requests as written in the pod.
+fn app_container(pod: &Pod) -> (Option<&str>, Declared) {
+    let Some(c) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name != PROXY))
+    else {
+        return (None, Declared::default());
+    };
+    let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+    let get = |k: &str| req.and_then(|m| m.get(k)).map(|q| q.0.as_str());
+    (
+        Some(c.name.as_str()),
+        Declared {
+            cpu: get("cpu").and_then(|v| Cpu::parse(v).ok()),
+            memory: get("memory").and_then(|v| Memory::parse(v).ok()),
+        },
+    )
+}
+
+fn size(
+    pod: &Pod,
+    workload: Workload,
+    mut b: Builder,
+    settings: &Settings,
+    specs: &SpecStore,
+    usage: &UsageSnapshot,
+) -> Answer {
+    let entry = specs.get(&workload.namespace, &workload.name);
+    if let Some(e) = entry {
+        if let Some(err) = &e.error {
+            let kept = if e.spec.is_some() {
+                "last good version in use"
+            } else {
+                "spec ignored"
+            };
+            b.warn(&format!(
+                "sidecar-sizer: spec {}/{}.yaml invalid ({kept}): {err}",
+                workload.namespace, workload.name
+            ));
+        }
+    }
+    let spec = entry.and_then(|e| e.spec.as_deref());
+    let (app, app_requests_in_pod) = app_container(pod);
+    let decision = sizing::decide(
+        &Inputs {
+            spec,
+            usage: usage.get(&workload.namespace, &workload.name),
+            app_container: app,
+            app_requests_in_pod,
+        },
+        &settings.policy,
+    );
+    let mut answer = blank_answer(b.mode, Outcome::Error);
+    answer.source = Some(decision.source);
+    answer.finding_kinds = decision.findings.iter().map(|f| f.kind).collect();
+    if entry.is_some_and(|e| e.error.is_some()) {
+        answer.finding_kinds.push(FindingKind::SpecError);
+    }
+
+    let planned = patch::plan(pod, &decision, settings.patch)
+        .and_then(|p| patch::validate(pod, &p.ops).map(|_| p));
+    let planned = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            b.warn(&format!("sidecar-sizer: pod not sized: {e}"));
+            answer.detail = Some(e.to_string());
+            answer.finding_kinds.push(FindingKind::Unsizable);
+            answer.workload = Some(workload);
+            return b.finish(answer);
+        }
+    };
+    answer.requests = Some(planned.requests);
+    answer.limits = Some(planned.limits);
+    if !planned.explicit.is_empty() {
+        answer.finding_kinds.push(FindingKind::ExplicitKept);
+    }
+
+    match b.mode {
+        Mode::Enforce => {
+            for w in finding_warnings(&decision.findings, &planned) {
+                b.warn(&w);
+            }
+            if planned.ops.is_empty() {
+                answer.outcome = Outcome::Unchanged;
+            } else {
+                match serde_json::to_vec(&planned.ops) {
+                    Ok(bytes) => {
+                        b.patch = Some(bytes);
+                        answer.outcome = Outcome::Patched;
+                    }
+                    Err(e) => {
+                        b.warn(&format!(
+                            "sidecar-sizer: pod not sized: cannot encode patch: {e}"
+                        ));
+                        answer.detail = Some(e.to_string());
+                    }
+                }
+            }
+        }
+        Mode::DryRun => {
+            for w in dry_run_summary(pod, &decision, &planned, &settings.policy) {
+                b.warn(&w);
+            }
+            for w in finding_warnings(&decision.findings, &planned) {
+                b.warn(&w);
+            }
+            if let Ok(json) = serde_json::to_string(&planned.record) {
+                b.audit.insert("decision".into(), json);
+            }
+            answer.outcome = Outcome::Reviewed;
+        }
+    }
+    answer.workload = Some(workload);
+    b.finish(answer)
+}
+
+fn finding_warnings(findings: &[Finding], planned: &Planned) -> Vec<String> {
+    let mut out: Vec<String> = findings
+        .iter()
+        .map(|f| format!("sidecar-sizer: {}", f.message))
+        .collect();
+    if !planned.explicit.is_empty() {
+        out.push(format!(
+            "sidecar-sizer: kept explicit istio annotations {} (--override-explicit replaces them)",
+            planned.explicit.join(",")
+        ));
+    }
+    out
+}
+
+/// What the proxy would get without us: its container's resources if present, else the
+/// pod's Istio annotations, else Istio's defaults.
+fn current_size(pod: &Pod, policy: &Policy) -> (Resources, Resources) {
+    let mut req = policy.default_requests;
+    let mut lim = policy.default_limits;
+    let ann = |k: &str| annotation(pod, k);
+    if let Some(v) = ann(ANN_CPU).and_then(|v| Cpu::parse(v).ok()) {
+        req.cpu = v;
+    }
+    if let Some(v) = ann(ANN_CPU_LIMIT).and_then(|v| Cpu::parse(v).ok()) {
+        lim.cpu = v;
+    }
+    if let Some(v) = ann(ANN_MEMORY).and_then(|v| Memory::parse(v).ok()) {
+        req.memory = v;
+    }
+    if let Some(v) = ann(ANN_MEMORY_LIMIT).and_then(|v| Memory::parse(v).ok()) {
+        lim.memory = v;
+    }
+    if let Ok(Some((_, c))) = patch::find_proxy(pod) {
+        if let Some(r) = c.resources.as_ref() {
+            let q = |m: Option<
+                &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+            >,
+                     k: &str| { m.and_then(|m| m.get(k)).map(|q| q.0.clone()) };
+            if let Some(v) = q(r.requests.as_ref(), "cpu").and_then(|v| Cpu::parse(&v).ok()) {
+                req.cpu = v;
+            }
+            if let Some(v) = q(r.requests.as_ref(), "memory").and_then(|v| Memory::parse(&v).ok()) {
+                req.memory = v;
+            }
+            if let Some(v) = q(r.limits.as_ref(), "cpu").and_then(|v| Cpu::parse(&v).ok()) {
+                lim.cpu = v;
+            }
+            if let Some(v) = q(r.limits.as_ref(), "memory").and_then(|v| Memory::parse(&v).ok()) {
+                lim.memory = v;
+            }
+        }
+    }
+    (req, lim)
+}
+
+/// `sidecar-sizer dry-run: istio-proxy cpu 100m→285m (limit 2→1), memory 128Mi→96Mi
+/// (limit 1Gi→96Mi); source history`, split in two when longer than 120 characters.
+fn dry_run_summary(pod: &Pod, d: &Decision, planned: &Planned, policy: &Policy) -> Vec<String> {
+    let (cur_req, cur_lim) = current_size(pod, policy);
+    let arrow = |a: String, b: String| if a == b { a } else { format!("{a}→{b}") };
+    let cpu = format!(
+        "cpu {} (limit {})",
+        arrow(cur_req.cpu.to_string(), planned.requests.cpu.to_string()),
+        arrow(cur_lim.cpu.to_string(), planned.limits.cpu.to_string())
+    );
+    let mem = format!(
+        "memory {} (limit {})",
+        arrow(
+            cur_req.memory.to_string(),
+            planned.requests.memory.to_string()
+        ),
+        arrow(
+            cur_lim.memory.to_string(),
+            planned.limits.memory.to_string()
+        )
+    );
+    let src = d.source.as_str();
+    let one = format!("sidecar-sizer dry-run: istio-proxy {cpu}, {mem}; source {src}");
+    if one.chars().count() <= MAX_WARNING_CHARS {
+        return vec![one];
+    }
+    vec![
+        format!("sidecar-sizer dry-run: istio-proxy {cpu}; source {src}"),
+        format!("sidecar-sizer dry-run: istio-proxy {mem}; source {src}"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_clean_and_short() {
+        assert_eq!(sanitize_warning("a\nb\tc"), "a b c");
+        let long = "x".repeat(300);
+        let w = sanitize_warning(&long);
+        assert_eq!(w.chars().count(), 120);
+        let uni = "é".repeat(200);
+        assert_eq!(sanitize_warning(&uni).chars().count(), 120);
+    }
+
+    fn run(body: &str) -> Result<Answer, BadRequest> {
+        review(
+            body.as_bytes(),
+            Mode::Enforce,
+            &Settings::default(),
+            &SpecStore::default(),
+            &UsageSnapshot::default(),
+        )
+    }
+
+    #[test]
+    fn bad_bodies_are_400() {
+        assert!(run("not json").unwrap_err().0.contains("not JSON"));
+        assert!(run("{}").unwrap_err().0.contains("AdmissionReview"));
+        assert!(run(r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"x"}}"#)
+            .unwrap_err()
+            .0
+            .contains("v1beta1"));
+        assert!(
+            run(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#)
+                .unwrap_err()
+                .0
+                .contains("no request")
+        );
+        assert!(run(
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"kind":1}}"#
+        )
+        .unwrap_err()
+        .0
+        .contains("uid"));
+    }
+
+    #[test]
+    fn undecodable_pod_is_allowed_with_warning() {
+        let body = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},
+            "resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE",
+            "userInfo":{},"object":{"metadata":{"name":7},"spec":"nope"}}}"#;
+        let a = run(body).unwrap();
+        assert_eq!(a.outcome, Outcome::Error);
+        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(v["response"]["uid"], "u1");
+        assert_eq!(v["response"]["allowed"], true);
+        assert!(v["response"].get("patch").is_none());
+        assert!(v["response"].get("patchType").is_none());
+        let w = v["response"]["warnings"][0].as_str().unwrap();
+        assert!(
+            w.starts_with("sidecar-sizer: pod not sized: cannot decode"),
+            "{w}"
+        );
+        assert!(w.chars().count() <= 120);
+    }
+}

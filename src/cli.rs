@@ -1,0 +1,292 @@
+//! Command line (clap derive; every flag also reads `SIDECAR_SIZER_<FLAG>`), turned into
+//! plain config structs that tests can build directly.
+
+use crate::admission::Settings;
+use crate::patch::PatchOptions;
+use crate::quantity::{Cpu, Memory, QuantityError};
+use crate::server::ServeConfig;
+use crate::sizing::{Policy, Resources};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sidecar-sizer",
+    version,
+    about = "Mutating admission webhook that sizes Istio sidecars (istio-proxy) from team specs and usage history",
+    long_about = None
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json, env = "SIDECAR_SIZER_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the admission webhook (HTTPS) and the health/metrics port (HTTP).
+    Serve(Box<ServeArgs>),
+    /// Write a dev CA and a CA-signed serving certificate: DIR/ca.crt, DIR/tls.crt, DIR/tls.key.
+    Certs(CertsArgs),
+    /// Team spec files.
+    #[command(subcommand)]
+    Spec(SpecCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SpecCommand {
+    /// Validate spec files or directories; prints each error with its location.
+    Check {
+        /// Spec files or directories (searched recursively for *.yaml / *.yml).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServeMode {
+    /// Patch pods on /mutate; /dry-run only reviews.
+    Enforce,
+    /// Never patch: every path answers with warnings and audit annotations only.
+    DryRun,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// HTTPS address for POST /mutate and POST /dry-run.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "SIDECAR_SIZER_LISTEN")]
+    pub listen: SocketAddr,
+    /// Plain HTTP address for /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8080",
+        env = "SIDECAR_SIZER_HEALTH_LISTEN"
+    )]
+    pub health_listen: SocketAddr,
+    /// PEM certificate (chain) served on --listen; reloaded when it changes.
+    #[arg(long, default_value = "certs/tls.crt", env = "SIDECAR_SIZER_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM private key for --tls-cert.
+    #[arg(long, default_value = "certs/tls.key", env = "SIDECAR_SIZER_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// Team specs: DIR/<namespace>/<workload>.yaml (re-read every --reload-interval).
+    #[arg(long, env = "SIDECAR_SIZER_SPEC_DIR")]
+    pub spec_dir: Option<PathBuf>,
+    /// Usage history file (CSV, see README "History file"); re-read when it changes.
+    #[arg(long, env = "SIDECAR_SIZER_HISTORY")]
+    pub history: Option<PathBuf>,
+    /// enforce: /mutate patches pods. dry-run: nothing is patched anywhere.
+    #[arg(long, value_enum, default_value_t = ServeMode::Enforce, env = "SIDECAR_SIZER_MODE")]
+    pub mode: ServeMode,
+    /// Replace explicit sidecar.istio.io/proxy* annotations instead of keeping them.
+    #[arg(long, env = "SIDECAR_SIZER_OVERRIDE_EXPLICIT")]
+    pub override_explicit: bool,
+    /// Seconds between checks of the spec dir, history file and TLS files.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds, env = "SIDECAR_SIZER_RELOAD_INTERVAL")]
+    pub reload_interval: f64,
+    /// Seconds in-flight requests may take to finish after SIGTERM.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds, env = "SIDECAR_SIZER_SHUTDOWN_GRACE")]
+    pub shutdown_grace: f64,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Every number of the sizing policy (README "Policy").
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Target utilisation at P95: CPU request = P95 ÷ this.
+    #[arg(long, default_value_t = 0.75, env = "SIDECAR_SIZER_TARGET_UTILIZATION")]
+    pub target_utilization: f64,
+    /// CPU requests are rounded up to a multiple of this.
+    #[arg(long, default_value = "5m", value_parser = cpu_arg, env = "SIDECAR_SIZER_CPU_STEP")]
+    pub cpu_step: Cpu,
+    /// Memory request = max working set × this.
+    #[arg(long, default_value_t = 1.15, env = "SIDECAR_SIZER_MEMORY_HEADROOM")]
+    pub memory_headroom: f64,
+    /// After an OOM kill, memory request ≥ peak + this ...
+    #[arg(long, default_value = "100Mi", value_parser = memory_arg, env = "SIDECAR_SIZER_OOM_EXTRA")]
+    pub oom_extra: Memory,
+    /// ... and ≥ peak × this.
+    #[arg(long, default_value_t = 1.2, env = "SIDECAR_SIZER_OOM_FACTOR")]
+    pub oom_factor: f64,
+    /// CPU limit = max(this × request, --cpu-limit-min), rounded up to whole cores.
+    #[arg(long, default_value_t = 2.0, env = "SIDECAR_SIZER_CPU_LIMIT_FACTOR")]
+    pub cpu_limit_factor: f64,
+    #[arg(long, default_value = "1", value_parser = cpu_arg, env = "SIDECAR_SIZER_CPU_LIMIT_MIN")]
+    pub cpu_limit_min: Cpu,
+    /// Lower bound on the CPU request.
+    #[arg(long, default_value = "10m", value_parser = cpu_arg, env = "SIDECAR_SIZER_MIN_CPU")]
+    pub min_cpu: Cpu,
+    /// Upper bound on the CPU request.
+    #[arg(long, default_value = "4", value_parser = cpu_arg, env = "SIDECAR_SIZER_MAX_CPU")]
+    pub max_cpu: Cpu,
+    /// Lower bound on the memory request.
+    #[arg(long, default_value = "32Mi", value_parser = memory_arg, env = "SIDECAR_SIZER_MIN_MEMORY")]
+    pub min_memory: Memory,
+    /// Upper bound on the memory request.
+    #[arg(long, default_value = "4Gi", value_parser = memory_arg, env = "SIDECAR_SIZER_MAX_MEMORY")]
+    pub max_memory: Memory,
+    /// History is used only when it covers at least this many hours ...
+    #[arg(long, default_value_t = 24.0, env = "SIDECAR_SIZER_MIN_HISTORY_HOURS")]
+    pub min_history_hours: f64,
+    /// ... and has at least this many samples.
+    #[arg(long, default_value_t = 100, env = "SIDECAR_SIZER_MIN_HISTORY_SAMPLES")]
+    pub min_history_samples: u64,
+    /// Warn (ProxyMasterImbalance) when app and proxy utilisation differ by more than this.
+    #[arg(
+        long,
+        default_value_t = 0.30,
+        env = "SIDECAR_SIZER_IMBALANCE_THRESHOLD"
+    )]
+    pub imbalance_threshold: f64,
+    /// Istio's default CPU request (used when nothing else applies).
+    #[arg(long, default_value = "100m", value_parser = cpu_arg, env = "SIDECAR_SIZER_DEFAULT_CPU")]
+    pub default_cpu: Cpu,
+    #[arg(long, default_value = "128Mi", value_parser = memory_arg, env = "SIDECAR_SIZER_DEFAULT_MEMORY")]
+    pub default_memory: Memory,
+    #[arg(long, default_value = "2", value_parser = cpu_arg, env = "SIDECAR_SIZER_DEFAULT_CPU_LIMIT")]
+    pub default_cpu_limit: Cpu,
+    #[arg(long, default_value = "1Gi", value_parser = memory_arg, env = "SIDECAR_SIZER_DEFAULT_MEMORY_LIMIT")]
+    pub default_memory_limit: Memory,
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Output directory.
+    #[arg(long, env = "SIDECAR_SIZER_CERTS_OUT")]
+    pub out: PathBuf,
+    /// DNS names for the serving certificate (repeatable). Default: localhost and the
+    /// in-cluster names of service sidecar-sizer in namespace sidecar-sizer.
+    #[arg(long = "dns", value_name = "NAME")]
+    pub dns: Vec<String>,
+    /// IP addresses for the serving certificate (repeatable). Default: 127.0.0.1.
+    #[arg(long = "ip", value_name = "IP")]
+    pub ip: Vec<IpAddr>,
+}
+
+fn cpu_arg(s: &str) -> Result<Cpu, QuantityError> {
+    Cpu::parse(s)
+}
+
+fn memory_arg(s: &str) -> Result<Memory, QuantityError> {
+    Memory::parse(s)
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
+}
+
+impl PolicyArgs {
+    pub fn to_policy(&self) -> Policy {
+        Policy {
+            target_utilization: self.target_utilization,
+            cpu_step_millis: self.cpu_step.0,
+            memory_headroom: self.memory_headroom,
+            oom_extra_bytes: self.oom_extra.0,
+            oom_factor: self.oom_factor,
+            cpu_limit_factor: self.cpu_limit_factor,
+            cpu_limit_min: self.cpu_limit_min,
+            min_cpu: self.min_cpu,
+            max_cpu: self.max_cpu,
+            min_memory: self.min_memory,
+            max_memory: self.max_memory,
+            min_history_hours: self.min_history_hours,
+            min_history_samples: self.min_history_samples,
+            imbalance_threshold: self.imbalance_threshold,
+            default_requests: Resources {
+                cpu: self.default_cpu,
+                memory: self.default_memory,
+            },
+            default_limits: Resources {
+                cpu: self.default_cpu_limit,
+                memory: self.default_memory_limit,
+            },
+        }
+    }
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> ServeConfig {
+        ServeConfig {
+            listen: self.listen,
+            health_listen: self.health_listen,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            spec_dir: self.spec_dir.clone(),
+            history: self.history.clone(),
+            settings: Settings {
+                policy: self.policy.to_policy(),
+                patch: PatchOptions {
+                    override_explicit: self.override_explicit,
+                },
+                dry_run_everywhere: self.mode == ServeMode::DryRun,
+            },
+            reload_interval: Duration::from_secs_f64(self.reload_interval),
+            shutdown_grace: Duration::from_secs_f64(self.shutdown_grace),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_design_policy() {
+        let cli = Cli::try_parse_from(["sidecar-sizer", "serve"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(s.policy.to_policy(), Policy::default());
+        let c = s.to_config();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(c.health_listen.to_string(), "0.0.0.0:8080");
+        assert!(!c.settings.dry_run_everywhere);
+    }
+
+    #[test]
+    fn flags_parse_quantities_and_modes() {
+        let cli = Cli::try_parse_from([
+            "sidecar-sizer",
+            "serve",
+            "--mode",
+            "dry-run",
+            "--max-cpu",
+            "2500m",
+            "--min-memory",
+            "64Mi",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        let c = s.to_config();
+        assert!(c.settings.dry_run_everywhere);
+        assert_eq!(c.settings.policy.max_cpu, Cpu(2500));
+        assert_eq!(
+            c.settings.policy.min_memory,
+            Memory(64 * crate::quantity::MI)
+        );
+        let err = Cli::try_parse_from(["sidecar-sizer", "serve", "--max-cpu", "lots"]).unwrap_err();
+        assert!(err.to_string().contains("lots"), "{err}");
+    }
+}

@@ -1,0 +1,84 @@
+use clap::Parser;
+use sidecar_sizer::cli::{Cli, Command, LogFormat, SpecCommand};
+use sidecar_sizer::{certs, server, spec};
+use std::process::ExitCode;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIDECAR_SIZER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(cli.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(server::run(args.to_config())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "serve failed");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Certs(args) => {
+            let dns = if args.dns.is_empty() && args.ip.is_empty() {
+                certs::DEFAULT_DNS.iter().map(|s| s.to_string()).collect()
+            } else {
+                args.dns
+            };
+            let ips = if args.ip.is_empty() {
+                vec![std::net::IpAddr::from([127, 0, 0, 1])]
+            } else {
+                args.ip
+            };
+            match certs::generate(&dns, &ips).and_then(|b| certs::write(&args.out, &b)) {
+                Ok(()) => {
+                    println!(
+                        "wrote {0}/ca.crt {0}/tls.crt {0}/tls.key (SANs: {1})",
+                        args.out.display(),
+                        dns.iter()
+                            .cloned()
+                            .chain(ips.iter().map(|i| i.to_string()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Spec(SpecCommand::Check { paths }) => {
+            let (checked, errors) = spec::check_paths(&paths);
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            if errors.is_empty() {
+                println!("{checked} spec file(s) OK");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{} error(s) in {checked} spec file(s)", errors.len());
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

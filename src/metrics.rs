@@ -1,0 +1,130 @@
+//! Prometheus metrics (prometheus-client), served on the plain port at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub mode: &'static str,
+    pub source: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub admission_duration: Histogram,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub warnings: Family<KindLabel, Counter>,
+    pub bad_requests: Counter,
+    pub spec_errors: Gauge,
+    pub specs_loaded: Gauge,
+    pub history_workloads: Gauge,
+    pub history_age_seconds: Gauge<f64, AtomicU64>,
+    pub tls_reloads: Counter,
+    pub reload_failures: Family<KindLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sidecar_sizer");
+        // 50µs … ~1.6s
+        let admission_duration = Histogram::new(exponential_buckets(50e-6, 2.0, 16));
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer one AdmissionReview, from body received to response encoded",
+            admission_duration.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Admission reviews answered, by mode, decision source and outcome",
+            decisions.clone(),
+        );
+        let warnings = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "warnings",
+            "Findings reported on admissions, by kind",
+            warnings.clone(),
+        );
+        let bad_requests = Counter::default();
+        registry.register(
+            "bad_requests",
+            "Request bodies rejected with HTTP 400 (not an AdmissionReview v1)",
+            bad_requests.clone(),
+        );
+        let spec_errors = Gauge::default();
+        registry.register(
+            "spec_errors",
+            "Spec files whose current version is invalid",
+            spec_errors.clone(),
+        );
+        let specs_loaded = Gauge::default();
+        registry.register(
+            "specs_loaded",
+            "Workload specs in force",
+            specs_loaded.clone(),
+        );
+        let history_workloads = Gauge::default();
+        registry.register(
+            "history_workloads",
+            "Workloads with usage history",
+            history_workloads.clone(),
+        );
+        let history_age_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "history_age_seconds",
+            "Age of the usage history in force (seconds since its source last changed)",
+            history_age_seconds.clone(),
+        );
+        let tls_reloads = Counter::default();
+        registry.register(
+            "tls_reloads",
+            "Serving certificate reloads after the files changed",
+            tls_reloads.clone(),
+        );
+        let reload_failures = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "reload_failures",
+            "Background reloads that failed and kept the previous state, by what was reloaded",
+            reload_failures.clone(),
+        );
+        Metrics {
+            registry,
+            admission_duration,
+            decisions,
+            warnings,
+            bad_requests,
+            spec_errors,
+            specs_loaded,
+            history_workloads,
+            history_age_seconds,
+            tls_reloads,
+            reload_failures,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

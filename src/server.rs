@@ -1,0 +1,431 @@
+//! The HTTPS admission server, the plain health/metrics server, and the background
+//! reloads of specs, history and TLS files (DESIGN §3, §10).
+
+use crate::admission::{self, Answer, Mode, Settings};
+use crate::certs;
+use crate::history::{self, UsageSnapshot};
+use crate::metrics::{DecisionLabels, KindLabel, Metrics};
+use crate::spec::SpecStore;
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use axum_server::tls_rustls::RustlsConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::task::JoinHandle;
+
+/// Request bodies above this are refused (HTTP 413).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub health_listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub spec_dir: Option<PathBuf>,
+    pub history: Option<PathBuf>,
+    pub settings: Settings,
+    /// How often spec dir, history file and TLS files are checked for changes.
+    pub reload_interval: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// State shared by the handlers and the background tasks.
+pub struct Shared {
+    pub settings: Settings,
+    pub specs: ArcSwap<SpecStore>,
+    pub usage: ArcSwap<UsageSnapshot>,
+    pub metrics: Metrics,
+    pub ready: AtomicBool,
+}
+
+impl Shared {
+    fn admit(&self, body: &[u8], path_mode: Mode) -> Response {
+        let start = Instant::now();
+        let specs = self.specs.load();
+        let usage = self.usage.load();
+        let result = admission::review(body, path_mode, &self.settings, &specs, &usage);
+        let elapsed = start.elapsed();
+        self.metrics
+            .admission_duration
+            .observe(elapsed.as_secs_f64());
+        match result {
+            Ok(answer) => {
+                self.record(&answer, elapsed);
+                ([(header::CONTENT_TYPE, "application/json")], answer.body).into_response()
+            }
+            Err(bad) => {
+                self.metrics.bad_requests.inc();
+                tracing::warn!(reason = %bad, bytes = body.len(), "bad request");
+                (StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()
+            }
+        }
+    }
+
+    fn record(&self, a: &Answer, elapsed: Duration) {
+        self.metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                mode: a.mode.as_str(),
+                source: a.source.map_or("none", |s| s.as_str()),
+                outcome: a.outcome.as_str(),
+            })
+            .inc();
+        for k in &a.finding_kinds {
+            self.metrics
+                .warnings
+                .get_or_create(&KindLabel { kind: k.as_str() })
+                .inc();
+        }
+        let (ns, wl, kind) = a.workload.as_ref().map_or(("", "", ""), |w| {
+            (w.namespace.as_str(), w.name.as_str(), w.kind.as_str())
+        });
+        let show = |r: Option<crate::sizing::Resources>| {
+            r.map(|r| format!("{}/{}", r.cpu, r.memory))
+                .unwrap_or_default()
+        };
+        tracing::info!(
+            uid = %a.uid,
+            namespace = ns,
+            workload = wl,
+            kind,
+            mode = a.mode.as_str(),
+            source = a.source.map_or("", |s| s.as_str()),
+            outcome = a.outcome.as_str(),
+            requests = %show(a.requests),
+            limits = %show(a.limits),
+            findings = ?a.finding_kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+            detail = a.detail.as_deref().unwrap_or(""),
+            duration_us = elapsed.as_micros() as u64,
+            "admission"
+        );
+    }
+}
+
+async fn mutate(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    s.admit(&body, Mode::Enforce)
+}
+
+async fn dry_run(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    s.admit(&body, Mode::DryRun)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// The TLS router: `POST /mutate`, `POST /dry-run`.
+pub fn admission_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/dry-run", post(dry_run))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+/// The plain router: `/healthz`, `/readyz`, `/metrics`.
+pub fn health_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+/// File change detection by size + mtime + (for TLS) content.
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+struct Reloader {
+    shared: Arc<Shared>,
+    spec_dir: Option<PathBuf>,
+    history: Option<PathBuf>,
+    history_stamp: Option<(SystemTime, u64)>,
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+    tls_fingerprint: Vec<u8>,
+    tls: RustlsConfig,
+}
+
+impl Reloader {
+    fn reload_specs(&mut self) {
+        let Some(dir) = &self.spec_dir else { return };
+        let prev = self.shared.specs.load_full();
+        let next = SpecStore::load_dir(dir, &prev);
+        for e in &next.errors {
+            if !prev.errors.contains(e) {
+                tracing::warn!(path = %e.path.display(), error = %e.message, "spec error");
+            }
+        }
+        let m = &self.shared.metrics;
+        m.spec_errors.set(next.errors.len() as i64);
+        m.specs_loaded.set(next.len() as i64);
+        self.shared.specs.store(Arc::new(next));
+    }
+
+    /// Reload the history file when it changed. Returns an error only at start-up use.
+    fn reload_history(&mut self) -> Result<(), String> {
+        let Some(path) = &self.history else {
+            return Ok(());
+        };
+        let st = stamp(path);
+        if let Some((mtime, _)) = st.or(self.history_stamp) {
+            let age = SystemTime::now()
+                .duration_since(mtime)
+                .unwrap_or_default()
+                .as_secs_f64();
+            self.shared.metrics.history_age_seconds.set(age);
+        }
+        if st.is_some() && st == self.history_stamp {
+            return Ok(());
+        }
+        match history::load_history_file(path) {
+            Ok((snap, errors)) => {
+                for e in &errors {
+                    tracing::warn!(path = %path.display(), line = e.line, error = %e.message, "history row ignored");
+                }
+                tracing::info!(path = %path.display(), workloads = snap.len(), "history loaded");
+                self.shared.metrics.history_workloads.set(snap.len() as i64);
+                self.shared.usage.store(Arc::new(snap));
+                self.history_stamp = st;
+                Ok(())
+            }
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .reload_failures
+                    .get_or_create(&KindLabel { kind: "history" })
+                    .inc();
+                tracing::warn!(error = %e, "history reload failed; previous history kept");
+                Err(e)
+            }
+        }
+    }
+
+    fn reload_tls(&mut self) {
+        match certs::load_server_config(&self.tls_cert, &self.tls_key) {
+            Ok((config, fp)) => {
+                if fp != self.tls_fingerprint {
+                    self.tls.reload_from_config(config);
+                    self.tls_fingerprint = fp;
+                    self.shared.metrics.tls_reloads.inc();
+                    tracing::info!(cert = %self.tls_cert.display(), "serving certificate reloaded");
+                }
+            }
+            Err(e) => {
+                // Mid-rotation the cert and key may briefly disagree: keep serving the old pair.
+                self.shared
+                    .metrics
+                    .reload_failures
+                    .get_or_create(&KindLabel { kind: "tls" })
+                    .inc();
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "TLS reload failed; previous certificate kept"
+                );
+            }
+        }
+    }
+}
+
+/// A started server: its bound addresses and the means to stop it.
+pub struct Running {
+    pub tls_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    handle: axum_server::Handle<SocketAddr>,
+    health_stop: tokio::sync::watch::Sender<bool>,
+    tls_task: JoinHandle<std::io::Result<()>>,
+    health_task: JoinHandle<std::io::Result<()>>,
+    reload_task: JoinHandle<()>,
+    grace: Duration,
+}
+
+impl Running {
+    /// Stop accepting, let in-flight requests finish (bounded by the grace period), stop.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shared.ready.store(false, Ordering::SeqCst);
+        self.handle.graceful_shutdown(Some(self.grace));
+        let tls = self.tls_task.await;
+        let _ = self.health_stop.send(true);
+        let health = self.health_task.await;
+        self.reload_task.abort();
+        tls.context("admission server task")?
+            .context("admission server")?;
+        health
+            .context("health server task")?
+            .context("health server")?;
+        Ok(())
+    }
+}
+
+/// Load everything, bind both ports and start serving. Config errors fail here, before
+/// anything listens.
+pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    config
+        .settings
+        .policy
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid policy flags: {e}"))?;
+    let (tls_config, fingerprint) = certs::load_server_config(&config.tls_cert, &config.tls_key)?;
+    let tls = RustlsConfig::from_config(tls_config);
+    if let Some(dir) = &config.spec_dir {
+        if !dir.is_dir() {
+            anyhow::bail!("--spec-dir {}: not a directory", dir.display());
+        }
+    }
+    let shared = Arc::new(Shared {
+        settings: config.settings.clone(),
+        specs: ArcSwap::from_pointee(SpecStore::default()),
+        usage: ArcSwap::from_pointee(UsageSnapshot::default()),
+        metrics: Metrics::new(),
+        ready: AtomicBool::new(false),
+    });
+    let mut reloader = Reloader {
+        shared: shared.clone(),
+        spec_dir: config.spec_dir.clone(),
+        history: config.history.clone(),
+        history_stamp: None,
+        tls_cert: config.tls_cert.clone(),
+        tls_key: config.tls_key.clone(),
+        tls_fingerprint: fingerprint,
+        tls: tls.clone(),
+    };
+    reloader.reload_specs();
+    reloader
+        .reload_history()
+        .map_err(|e| anyhow::anyhow!("--history: {e}"))?;
+
+    let tls_listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("binding --listen {}", config.listen))?;
+    tls_listener.set_nonblocking(true)?;
+    let tls_addr = tls_listener.local_addr()?;
+    let health_listener = tokio::net::TcpListener::bind(config.health_listen)
+        .await
+        .with_context(|| format!("binding --health-listen {}", config.health_listen))?;
+    let health_addr = health_listener.local_addr()?;
+
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(tls_listener, tls)?.handle(handle.clone());
+    let app = admission_router(shared.clone());
+    let tls_task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+
+    let (health_stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let health_app = health_router(shared.clone());
+    let health_task = tokio::spawn(async move {
+        axum::serve(health_listener, health_app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|v| *v).await;
+            })
+            .await
+    });
+
+    let interval = config.reload_interval;
+    let reload_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            // Disk IO off the async workers.
+            reloader = match tokio::task::spawn_blocking(move || {
+                reloader.reload_specs();
+                let _ = reloader.reload_history();
+                reloader.reload_tls();
+                reloader
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload task failed; reloads stopped");
+                    return;
+                }
+            };
+        }
+    });
+
+    shared.ready.store(true, Ordering::SeqCst);
+    tracing::info!(
+        listen = %tls_addr,
+        health_listen = %health_addr,
+        specs = shared.specs.load().len(),
+        history_workloads = shared.usage.load().len(),
+        dry_run_everywhere = config.settings.dry_run_everywhere,
+        "sidecar-sizer serving"
+    );
+    Ok(Running {
+        tls_addr,
+        health_addr,
+        shared,
+        handle,
+        health_stop,
+        tls_task,
+        health_task,
+        reload_task,
+        grace: config.shutdown_grace,
+    })
+}
+
+/// Serve until SIGTERM or Ctrl-C, then drain and exit.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: readiness off, draining in-flight requests");
+    running.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,872 @@
+//! The sizing policy (DESIGN §8): a pure function from spec + usage to a decision.
+//!
+//! No IO and no clock here: the same inputs always give the same decision, so two replicas
+//! of the sizer produce byte-identical patches.
+
+use crate::history::{ContainerUsage, WorkloadUsage};
+use crate::quantity::{Cpu, Memory, GI, MI};
+use crate::spec::{Declared, Spec};
+
+pub const PROXY: &str = "istio-proxy";
+
+/// Every number of the policy; each is a `serve`/`review` flag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Target utilisation at P95: CPU request = P95 ÷ this.
+    pub target_utilization: f64,
+    /// CPU requests are rounded up to a multiple of this many millicores.
+    pub cpu_step_millis: u64,
+    /// Memory request = max working set × this.
+    pub memory_headroom: f64,
+    /// After an OOM kill: memory request ≥ peak + this many bytes ...
+    pub oom_extra_bytes: u64,
+    /// ... and ≥ peak × this.
+    pub oom_factor: f64,
+    /// CPU limit = max(this × CPU request, `cpu_limit_min`), rounded up to whole cores.
+    pub cpu_limit_factor: f64,
+    pub cpu_limit_min: Cpu,
+    /// Bounds on requests.
+    pub min_cpu: Cpu,
+    pub max_cpu: Cpu,
+    pub min_memory: Memory,
+    pub max_memory: Memory,
+    /// History is used only with at least this much data.
+    pub min_history_hours: f64,
+    pub min_history_samples: u64,
+    /// Warn when app and proxy utilisation differ by more than this (relative to the larger).
+    pub imbalance_threshold: f64,
+    /// Istio's own defaults, used when nothing else applies.
+    pub default_requests: Resources,
+    pub default_limits: Resources,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            target_utilization: 0.75,
+            cpu_step_millis: 5,
+            memory_headroom: 1.15,
+            oom_extra_bytes: 100 * MI,
+            oom_factor: 1.2,
+            cpu_limit_factor: 2.0,
+            cpu_limit_min: Cpu(1000),
+            min_cpu: Cpu(10),
+            max_cpu: Cpu(4000),
+            min_memory: Memory(32 * MI),
+            max_memory: Memory(4 * GI),
+            min_history_hours: 24.0,
+            min_history_samples: 100,
+            imbalance_threshold: 0.30,
+            default_requests: Resources {
+                cpu: Cpu(100),
+                memory: Memory(128 * MI),
+            },
+            default_limits: Resources {
+                cpu: Cpu(2000),
+                memory: Memory(GI),
+            },
+        }
+    }
+}
+
+impl Policy {
+    /// Reject policies that cannot produce valid pods.
+    pub fn validate(&self) -> Result<(), String> {
+        let fin_pos = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a positive number, got {v}"))
+            }
+        };
+        fin_pos("target utilization", self.target_utilization)?;
+        if self.target_utilization > 1.0 {
+            return Err(format!(
+                "target utilization must be at most 1, got {}",
+                self.target_utilization
+            ));
+        }
+        fin_pos("memory headroom", self.memory_headroom)?;
+        fin_pos("oom factor", self.oom_factor)?;
+        fin_pos("cpu limit factor", self.cpu_limit_factor)?;
+        fin_pos("imbalance threshold", self.imbalance_threshold)?;
+        if !self.min_history_hours.is_finite() || self.min_history_hours < 0.0 {
+            return Err("min history hours must be >= 0".into());
+        }
+        if self.cpu_step_millis == 0 {
+            return Err("cpu step must be at least 1m".into());
+        }
+        if self.min_cpu.0 == 0 || self.min_cpu > self.max_cpu {
+            return Err(format!(
+                "cpu bounds invalid: min {} max {}",
+                self.min_cpu, self.max_cpu
+            ));
+        }
+        if self.min_memory.0 == 0 || self.min_memory > self.max_memory {
+            return Err(format!(
+                "memory bounds invalid: min {} max {}",
+                self.min_memory, self.max_memory
+            ));
+        }
+        let (r, l) = (&self.default_requests, &self.default_limits);
+        if r.cpu > l.cpu || r.memory > l.memory || r.cpu.0 == 0 || r.memory.0 == 0 {
+            return Err(format!(
+                "default requests {}/{} must be > 0 and within default limits {}/{}",
+                r.cpu, r.memory, l.cpu, l.memory
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    pub cpu: Cpu,
+    pub memory: Memory,
+}
+
+/// Where a decision's numbers came from, first that applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// `pin: true` in the team spec.
+    PinnedSpec,
+    /// Confident usage history.
+    History,
+    /// The team spec's declared resources.
+    Spec,
+    /// Istio's defaults.
+    Default,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::PinnedSpec => "spec-pinned",
+            Source::History => "history",
+            Source::Spec => "spec",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// Kinds of findings, used as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FindingKind {
+    ProxyMasterImbalance,
+    LowConfidence,
+    SpecError,
+    ExplicitKept,
+    Unsizable,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::ProxyMasterImbalance => "ProxyMasterImbalance",
+            FindingKind::LowConfidence => "LowConfidence",
+            FindingKind::SpecError => "SpecError",
+            FindingKind::ExplicitKept => "ExplicitKept",
+            FindingKind::Unsizable => "Unsizable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub requests: Resources,
+    pub limits: Resources,
+    pub source: Source,
+    /// Human explanation, one step each.
+    pub reasons: Vec<String>,
+    pub findings: Vec<Finding>,
+    /// Set the injection label `sidecar.istio.io/inject: "true"`.
+    pub inject: bool,
+}
+
+/// What decide() looks at. Built by the caller from the pod, the spec and the snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    pub spec: Option<&'a Spec>,
+    pub usage: Option<&'a WorkloadUsage>,
+    /// The app container's name (first non-proxy container of the pod).
+    pub app_container: Option<&'a str>,
+    /// The app container's requests as written in the pod, when the spec declares none.
+    pub app_requests_in_pod: Declared,
+}
+
+/// Decide the istio-proxy requests and limits.
+pub fn decide(inputs: &Inputs<'_>, policy: &Policy) -> Decision {
+    let spec = inputs.spec;
+    let mut reasons = Vec::new();
+    let mut findings = Vec::new();
+    let declared = spec.map(|s| s.proxy_requests).unwrap_or_default();
+
+    let proxy_usage = inputs.usage.and_then(|u| u.containers.get(PROXY));
+    let confident = proxy_usage.filter(|c| is_confident(c, policy));
+    if let Some(c) = proxy_usage.filter(|c| !is_confident(c, policy)) {
+        findings.push(Finding {
+            kind: FindingKind::LowConfidence,
+            message: format!(
+                "low confidence: istio-proxy history has {} over {} (needs {} and {} samples)",
+                plural(c.samples, "sample"),
+                span(c.hours),
+                span(policy.min_history_hours),
+                policy.min_history_samples
+            ),
+        });
+    }
+    let from_history = confident.map(|c| {
+        history_requests(
+            c,
+            inputs.usage.and_then(|u| u.avg_replicas),
+            spec.and_then(|s| s.replicas),
+            policy,
+        )
+    });
+
+    let pinned = spec.filter(|s| s.pin && !s.proxy_requests.is_empty());
+    let (source, requests) = if pinned.is_some() {
+        let r = fill_declared(&declared, policy, &mut reasons, "spec pins");
+        if let Some((h, why)) = &from_history {
+            reasons.push(format!(
+                "history would give cpu {} memory {} ({why}); spec is pinned",
+                h.cpu, h.memory
+            ));
+        }
+        (Source::PinnedSpec, r)
+    } else if let Some((h, why)) = from_history {
+        reasons.push(why);
+        if !declared.is_empty() {
+            reasons.push(format!("spec asked {}", show_declared(&declared)));
+        }
+        (Source::History, h)
+    } else if !declared.is_empty() {
+        let r = fill_declared(&declared, policy, &mut reasons, "spec asks");
+        (Source::Spec, r)
+    } else {
+        reasons.push(format!(
+            "no spec and no confident history: Istio defaults {}/{}, limits {}/{}",
+            policy.default_requests.cpu,
+            policy.default_requests.memory,
+            policy.default_limits.cpu,
+            policy.default_limits.memory
+        ));
+        (Source::Default, policy.default_requests)
+    };
+
+    let (requests, limits) = if source == Source::Default {
+        (requests, policy.default_limits)
+    } else {
+        let requests = clamp(requests, policy, &mut reasons);
+        let explicit = spec.map(|s| s.proxy_limits).unwrap_or_default();
+        (
+            requests,
+            limits_for(requests, &explicit, policy, &mut reasons),
+        )
+    };
+
+    if let Some(f) = imbalance(inputs, &declared, policy) {
+        findings.extend(f);
+    }
+
+    Decision {
+        requests,
+        limits,
+        source,
+        reasons,
+        findings,
+        inject: spec.and_then(|s| s.inject) == Some(true),
+    }
+}
+
+fn is_confident(c: &ContainerUsage, policy: &Policy) -> bool {
+    c.hours >= policy.min_history_hours && c.samples >= policy.min_history_samples
+}
+
+/// Requests from confident history, with the reason text.
+fn history_requests(
+    c: &ContainerUsage,
+    history_replicas: Option<f64>,
+    spec_replicas: Option<u32>,
+    policy: &Policy,
+) -> (Resources, String) {
+    let p95_m = c.cpu_p95_cores * 1000.0;
+    let mut cpu_m = p95_m / policy.target_utilization;
+    let mut why = format!(
+        "history p95 {} over {} ÷ {} → {}",
+        Cpu(p95_m.ceil() as u64),
+        span(c.hours),
+        policy.target_utilization,
+        Cpu(round_up(cpu_m, policy.cpu_step_millis))
+    );
+    if let (Some(h), Some(s)) = (history_replicas, spec_replicas) {
+        let s = f64::from(s);
+        if h > 0.0 && (h - s).abs() > 1e-9 {
+            let factor = h / s;
+            cpu_m *= factor;
+            why.push_str(&format!(
+                "; replicas {} in history vs {} in spec ×{:.2} → {}",
+                trim_float(h),
+                s,
+                factor,
+                Cpu(round_up(cpu_m, policy.cpu_step_millis))
+            ));
+        }
+    }
+    let cpu = Cpu(round_up(cpu_m, policy.cpu_step_millis));
+
+    let peak = c.memory_max_bytes as f64;
+    let mut mem = round_up(peak * policy.memory_headroom, MI);
+    why.push_str(&format!(
+        "; memory max {} × {} → {}",
+        Memory(c.memory_max_bytes),
+        policy.memory_headroom,
+        Memory(mem)
+    ));
+    if c.oom_kills > 0 {
+        let bumped = round_up(
+            (peak + policy.oom_extra_bytes as f64).max(peak * policy.oom_factor),
+            MI,
+        );
+        if bumped > mem {
+            mem = bumped;
+        }
+        why.push_str(&format!(
+            "; {} in window → at least {}",
+            plural(u64::from(c.oom_kills), "OOM kill"),
+            Memory(mem)
+        ));
+    }
+    (
+        Resources {
+            cpu,
+            memory: Memory(mem),
+        },
+        why,
+    )
+}
+
+/// Declared requests, with any missing half taken from Istio's defaults.
+fn fill_declared(
+    d: &Declared,
+    policy: &Policy,
+    reasons: &mut Vec<String>,
+    verb: &str,
+) -> Resources {
+    let r = Resources {
+        cpu: d.cpu.unwrap_or(policy.default_requests.cpu),
+        memory: d.memory.unwrap_or(policy.default_requests.memory),
+    };
+    reasons.push(format!("{verb} {}", show_declared(d)));
+    if d.cpu.is_none() {
+        reasons.push(format!("cpu not declared: Istio default {}", r.cpu));
+    }
+    if d.memory.is_none() {
+        reasons.push(format!("memory not declared: Istio default {}", r.memory));
+    }
+    r
+}
+
+fn show_declared(d: &Declared) -> String {
+    match (d.cpu, d.memory) {
+        (Some(c), Some(m)) => format!("{c}/{m}"),
+        (Some(c), None) => format!("cpu {c}"),
+        (None, Some(m)) => format!("memory {m}"),
+        (None, None) => "nothing".to_string(),
+    }
+}
+
+fn clamp(r: Resources, policy: &Policy, reasons: &mut Vec<String>) -> Resources {
+    let cpu = r.cpu.clamp(policy.min_cpu, policy.max_cpu);
+    let memory = r.memory.clamp(policy.min_memory, policy.max_memory);
+    if cpu != r.cpu {
+        reasons.push(format!(
+            "cpu {} outside [{}, {}] → {cpu}",
+            r.cpu, policy.min_cpu, policy.max_cpu
+        ));
+    }
+    if memory != r.memory {
+        reasons.push(format!(
+            "memory {} outside [{}, {}] → {memory}",
+            r.memory, policy.min_memory, policy.max_memory
+        ));
+    }
+    Resources { cpu, memory }
+}
+
+fn limits_for(
+    requests: Resources,
+    explicit: &Declared,
+    policy: &Policy,
+    reasons: &mut Vec<String>,
+) -> Resources {
+    let cpu = match explicit.cpu {
+        Some(l) if l >= requests.cpu => l,
+        Some(l) => {
+            reasons.push(format!(
+                "spec cpu limit {l} below request → {}",
+                requests.cpu
+            ));
+            requests.cpu
+        }
+        None => {
+            let want = (requests.cpu.0 as f64 * policy.cpu_limit_factor)
+                .max(policy.cpu_limit_min.0 as f64);
+            let cores = round_up(want, 1000);
+            reasons.push(format!(
+                "cpu limit max({}×{}, {}) → {} (whole cores: Envoy runs ceil(limit) workers)",
+                policy.cpu_limit_factor,
+                requests.cpu,
+                policy.cpu_limit_min,
+                plural(cores / 1000, "core")
+            ));
+            Cpu(cores)
+        }
+    };
+    let memory = match explicit.memory {
+        Some(l) if l >= requests.memory => l,
+        Some(l) => {
+            reasons.push(format!(
+                "spec memory limit {l} below request → {}",
+                requests.memory
+            ));
+            requests.memory
+        }
+        None => requests.memory,
+    };
+    Resources { cpu, memory }
+}
+
+/// ProxyMasterImbalance: utilisation (usage ÷ declared request) of proxy vs app container.
+fn imbalance(inputs: &Inputs<'_>, declared: &Declared, policy: &Policy) -> Option<Vec<Finding>> {
+    let usage = inputs.usage?;
+    let app_name = inputs.app_container?;
+    let proxy = usage
+        .containers
+        .get(PROXY)
+        .filter(|c| is_confident(c, policy))?;
+    let app = usage
+        .containers
+        .get(app_name)
+        .filter(|c| is_confident(c, policy))?;
+    let app_declared = match inputs.spec.map(|s| s.app_requests) {
+        Some(d) if !d.is_empty() => d,
+        _ => inputs.app_requests_in_pod,
+    };
+    let mut out = Vec::new();
+    let mut check = |what: &str, p_use: f64, p_req: Option<f64>, a_use: f64, a_req: Option<f64>| {
+        let (Some(p_req), Some(a_req)) = (p_req, a_req) else {
+            return;
+        };
+        if p_req <= 0.0 || a_req <= 0.0 {
+            return;
+        }
+        let (up, ua) = (p_use / p_req, a_use / a_req);
+        let larger = up.max(ua);
+        if larger > 0.0 && (up - ua).abs() / larger > policy.imbalance_threshold {
+            out.push(Finding {
+                kind: FindingKind::ProxyMasterImbalance,
+                message: format!(
+                    "ProxyMasterImbalance: {what} utilisation istio-proxy {:.0}% vs {app_name} {:.0}%",
+                    up * 100.0,
+                    ua * 100.0
+                ),
+            });
+        }
+    };
+    check(
+        "cpu",
+        proxy.cpu_p95_cores * 1000.0,
+        declared.cpu.map(|c| c.0 as f64),
+        app.cpu_p95_cores * 1000.0,
+        app_declared.cpu.map(|c| c.0 as f64),
+    );
+    check(
+        "memory",
+        proxy.memory_max_bytes as f64,
+        declared.memory.map(|m| m.0 as f64),
+        app.memory_max_bytes as f64,
+        app_declared.memory.map(|m| m.0 as f64),
+    );
+    Some(out)
+}
+
+/// Round `v` up to a multiple of `step` (v ≥ 0; NaN and negatives give 0).
+fn round_up(v: f64, step: u64) -> u64 {
+    if v.is_nan() || v <= 0.0 {
+        return 0;
+    }
+    let steps = (v / step as f64 - 1e-9).ceil();
+    if steps >= (u64::MAX / step) as f64 {
+        return u64::MAX / step * step;
+    }
+    steps as u64 * step
+}
+
+fn span(hours: f64) -> String {
+    if hours >= 24.0 && (hours / 24.0).fract() == 0.0 {
+        format!("{}d", hours / 24.0)
+    } else {
+        format!("{}h", trim_float(hours))
+    }
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.1}");
+    s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec;
+
+    fn usage(
+        proxy: ContainerUsage,
+        app: Option<ContainerUsage>,
+        replicas: Option<f64>,
+    ) -> WorkloadUsage {
+        let mut w = WorkloadUsage {
+            avg_replicas: replicas,
+            ..Default::default()
+        };
+        w.containers.insert(PROXY.into(), proxy);
+        if let Some(a) = app {
+            w.containers.insert("master".into(), a);
+        }
+        w
+    }
+
+    fn cu(cpu: f64, mem_mi: u64) -> ContainerUsage {
+        ContainerUsage {
+            cpu_p95_cores: cpu,
+            memory_max_bytes: mem_mi * MI,
+            samples: 4032,
+            hours: 336.0,
+            oom_kills: 0,
+        }
+    }
+
+    fn spec(text: &str) -> Spec {
+        spec::parse(text).unwrap()
+    }
+
+    fn run(spec: Option<&Spec>, usage: Option<&WorkloadUsage>) -> Decision {
+        decide(
+            &Inputs {
+                spec,
+                usage,
+                app_container: Some("master"),
+                app_requests_in_pod: Declared::default(),
+            },
+            &Policy::default(),
+        )
+    }
+
+    const SPEC: &str = "deployment:\n  istio:\n    resources: {cpu: 500m, memory: 80Mi}\n  container:\n    replicas: 6\n    resources: {cpu: 1000m, memory: 956Mi}\n";
+
+    #[test]
+    fn defaults_when_nothing_known() {
+        let d = run(None, None);
+        assert_eq!(d.source, Source::Default);
+        assert_eq!(
+            d.requests,
+            Resources {
+                cpu: Cpu(100),
+                memory: Memory(128 * MI)
+            }
+        );
+        assert_eq!(
+            d.limits,
+            Resources {
+                cpu: Cpu(2000),
+                memory: Memory(GI)
+            }
+        );
+        assert!(d.findings.is_empty());
+        assert!(!d.inject);
+    }
+
+    #[test]
+    fn declared_spec() {
+        let s = spec(SPEC);
+        let d = run(Some(&s), None);
+        assert_eq!(d.source, Source::Spec);
+        assert_eq!(
+            d.requests,
+            Resources {
+                cpu: Cpu(500),
+                memory: Memory(80 * MI)
+            }
+        );
+        // cpu limit max(2×500m, 1) = 1 core; memory limit = request
+        assert_eq!(
+            d.limits,
+            Resources {
+                cpu: Cpu(1000),
+                memory: Memory(80 * MI)
+            }
+        );
+        assert!(
+            d.reasons[0].contains("spec asks 500m/80Mi"),
+            "{:?}",
+            d.reasons
+        );
+    }
+
+    #[test]
+    fn spec_explicit_limits_and_partial_declaration() {
+        let s = spec("deployment:\n  istio:\n    enabled: true\n    resources: {cpu: 300m}\n    limits: {cpu: 3, memory: 512Mi}\n");
+        let d = run(Some(&s), None);
+        assert_eq!(
+            d.requests,
+            Resources {
+                cpu: Cpu(300),
+                memory: Memory(128 * MI)
+            }
+        );
+        assert_eq!(
+            d.limits,
+            Resources {
+                cpu: Cpu(3000),
+                memory: Memory(512 * MI)
+            }
+        );
+        assert!(d.inject);
+        assert!(d.reasons.iter().any(|r| r.contains("memory not declared")));
+    }
+
+    #[test]
+    fn confident_history_beats_declared_spec() {
+        let s = spec(SPEC);
+        let u = usage(cu(0.212, 80), None, Some(6.0));
+        let d = run(Some(&s), Some(&u));
+        assert_eq!(d.source, Source::History);
+        // 212m / 0.75 = 282.67 → 285m (multiple of 5m)
+        assert_eq!(d.requests.cpu, Cpu(285));
+        // 80Mi × 1.15 = 92Mi
+        assert_eq!(d.requests.memory, Memory(92 * MI));
+        assert_eq!(d.limits.cpu, Cpu(1000));
+        assert_eq!(d.limits.memory, Memory(92 * MI));
+        assert!(
+            d.reasons[0].starts_with("history p95 212m over 14d ÷ 0.75 → 285m"),
+            "{:?}",
+            d.reasons
+        );
+        assert!(d.reasons[1].contains("spec asked 500m/80Mi"));
+    }
+
+    #[test]
+    fn rounding_is_up_and_exact_multiples_stay() {
+        let u = usage(cu(0.075, 100), None, None); // 75m/0.75 = 100m exactly
+        let d = run(None, Some(&u));
+        assert_eq!(d.requests.cpu, Cpu(100));
+        // 100Mi × 1.15 = 115Mi exactly
+        assert_eq!(d.requests.memory, Memory(115 * MI));
+        let mut c = cu(0.0751, 100);
+        c.memory_max_bytes = 100 * MI + 1;
+        let d = run(None, Some(&usage(c, None, None)));
+        assert_eq!(d.requests.cpu, Cpu(105));
+        assert_eq!(d.requests.memory, Memory(116 * MI));
+    }
+
+    #[test]
+    fn bounds_apply_to_requests_and_limits_follow() {
+        let d = run(None, Some(&usage(cu(0.001, 1), None, None)));
+        assert_eq!(
+            d.requests,
+            Resources {
+                cpu: Cpu(10),
+                memory: Memory(32 * MI)
+            }
+        );
+        assert_eq!(d.limits.cpu, Cpu(1000));
+        let d = run(None, Some(&usage(cu(9.0, 8192), None, None)));
+        assert_eq!(
+            d.requests,
+            Resources {
+                cpu: Cpu(4000),
+                memory: Memory(4 * GI)
+            }
+        );
+        assert_eq!(
+            d.limits,
+            Resources {
+                cpu: Cpu(8000),
+                memory: Memory(4 * GI)
+            }
+        );
+        assert!(d.reasons.iter().any(|r| r.contains("outside")));
+    }
+
+    #[test]
+    fn cpu_limit_is_whole_cores() {
+        // 1875m/0.75 = 2500m → limit 5 cores
+        let d = run(None, Some(&usage(cu(1.875, 100), None, None)));
+        assert_eq!(d.requests.cpu, Cpu(2500));
+        assert_eq!(d.limits.cpu, Cpu(5000));
+        // 600m → 2×600m = 1200m → 2 cores
+        let d = run(None, Some(&usage(cu(0.45, 100), None, None)));
+        assert_eq!(d.requests.cpu, Cpu(600));
+        assert_eq!(d.limits.cpu, Cpu(2000));
+        assert_eq!(d.limits.cpu.0 % 1000, 0);
+    }
+
+    #[test]
+    fn replica_scaling() {
+        // History saw 3 replicas on average, spec asks 6: each pod takes half the load.
+        let s = spec(SPEC);
+        let d = run(Some(&s), Some(&usage(cu(0.3, 100), None, Some(3.0))));
+        // 300m/0.75 = 400m × 3/6 = 200m
+        assert_eq!(d.requests.cpu, Cpu(200));
+        assert!(d.reasons[0].contains("×0.50"), "{:?}", d.reasons);
+        // Same replicas: no scaling.
+        let d = run(Some(&s), Some(&usage(cu(0.3, 100), None, Some(6.0))));
+        assert_eq!(d.requests.cpu, Cpu(400));
+        // Spec scales down to 2 from 6: ×3.
+        let s2 = spec("deployment:\n  container:\n    replicas: 2\n");
+        let d = run(Some(&s2), Some(&usage(cu(0.3, 100), None, Some(6.0))));
+        assert_eq!(d.requests.cpu, Cpu(1200));
+    }
+
+    #[test]
+    fn oom_bump() {
+        let mut c = cu(0.1, 200);
+        c.oom_kills = 1;
+        // 200Mi×1.15 = 230Mi; OOM: max(300Mi, 240Mi) = 300Mi
+        let d = run(None, Some(&usage(c.clone(), None, None)));
+        assert_eq!(d.requests.memory, Memory(300 * MI));
+        assert_eq!(d.limits.memory, Memory(300 * MI));
+        assert!(d.reasons[0].contains("1 OOM kill"), "{:?}", d.reasons);
+        // Large peak: ×1.2 wins over +100Mi. 1000Mi → 1200Mi
+        c.memory_max_bytes = 1000 * MI;
+        let d = run(None, Some(&usage(c, None, None)));
+        assert_eq!(d.requests.memory, Memory(1200 * MI));
+    }
+
+    #[test]
+    fn low_confidence_history_is_not_used() {
+        let s = spec(SPEC);
+        let mut c = cu(0.9, 500);
+        c.hours = 6.0;
+        let d = run(Some(&s), Some(&usage(c.clone(), None, None)));
+        assert_eq!(d.source, Source::Spec);
+        assert_eq!(d.requests.cpu, Cpu(500));
+        assert_eq!(d.findings.len(), 1);
+        assert_eq!(d.findings[0].kind, FindingKind::LowConfidence);
+        assert!(
+            d.findings[0].message.contains("6h"),
+            "{}",
+            d.findings[0].message
+        );
+        c.hours = 48.0;
+        c.samples = 99;
+        let d = run(None, Some(&usage(c, None, None)));
+        assert_eq!(d.source, Source::Default);
+        assert_eq!(d.findings[0].kind, FindingKind::LowConfidence);
+    }
+
+    #[test]
+    fn pinned_spec_wins_and_history_advises() {
+        let s = spec(
+            "deployment:\n  istio:\n    pin: true\n    resources: {cpu: 700m, memory: 200Mi}\n",
+        );
+        let d = run(Some(&s), Some(&usage(cu(0.1, 50), None, None)));
+        assert_eq!(d.source, Source::PinnedSpec);
+        assert_eq!(
+            d.requests,
+            Resources {
+                cpu: Cpu(700),
+                memory: Memory(200 * MI)
+            }
+        );
+        assert_eq!(
+            d.limits,
+            Resources {
+                cpu: Cpu(2000),
+                memory: Memory(200 * MI)
+            }
+        );
+        assert!(
+            d.reasons
+                .iter()
+                .any(|r| r.contains("history would give cpu 135m")),
+            "{:?}",
+            d.reasons
+        );
+    }
+
+    #[test]
+    fn imbalance_warning() {
+        let s = spec(SPEC);
+        // proxy 450m of 500m = 90%; app 400m of 1000m = 40% → differ by 56% > 30%
+        let u = usage(cu(0.45, 40), Some(cu(0.4, 478)), Some(6.0));
+        let d = run(Some(&s), Some(&u));
+        let kinds: Vec<_> = d
+            .findings
+            .iter()
+            .map(|f| (f.kind, f.message.clone()))
+            .collect();
+        assert_eq!(kinds.len(), 1, "{kinds:?}");
+        assert_eq!(kinds[0].0, FindingKind::ProxyMasterImbalance);
+        assert!(
+            kinds[0]
+                .1
+                .contains("cpu utilisation istio-proxy 90% vs master 40%"),
+            "{}",
+            kinds[0].1
+        );
+        // 40Mi/80Mi = 50% vs 478Mi/956Mi = 50%: balanced memory, no warning for it.
+        // Balanced cpu: proxy 400m/500m=80%, app 700m/1000m=70% → 12.5% apart.
+        let u = usage(cu(0.4, 40), Some(cu(0.7, 478)), Some(6.0));
+        assert!(run(Some(&s), Some(&u)).findings.is_empty());
+        // Without declared requests there is no utilisation to compare.
+        let u = usage(cu(0.45, 40), Some(cu(0.4, 478)), Some(6.0));
+        assert!(run(None, Some(&u)).findings.is_empty());
+    }
+
+    #[test]
+    fn deterministic() {
+        let s = spec(SPEC);
+        let u = usage(cu(0.33, 77), Some(cu(0.4, 478)), Some(4.5));
+        assert_eq!(run(Some(&s), Some(&u)), run(Some(&s), Some(&u)));
+    }
+
+    #[test]
+    fn round_up_edges() {
+        assert_eq!(round_up(0.0, 5), 0);
+        assert_eq!(round_up(f64::NAN, 5), 0);
+        assert_eq!(round_up(1.0, 5), 5);
+        assert_eq!(round_up(5.0, 5), 5);
+        assert_eq!(round_up(f64::INFINITY, 5) % 5, 0);
+    }
+
+    #[test]
+    fn policy_validation() {
+        assert!(Policy::default().validate().is_ok());
+        let p = Policy {
+            target_utilization: 0.0,
+            ..Policy::default()
+        };
+        assert!(p.validate().is_err());
+        let p = Policy {
+            min_cpu: Cpu(5000),
+            ..Policy::default()
+        };
+        assert!(p.validate().is_err());
+    }
+}

@@ -1,0 +1,592 @@
+//! The team spec (DESIGN §6): `SPEC_DIR/<namespace>/<workload>.yaml`.
+//!
+//! Only `deployment.istio` and `deployment.container.{replicas,resources}` are read; other
+//! keys in a team's file (image, ports, ...) are ignored. Inside `deployment.istio` unknown
+//! keys are errors, so a typo such as `resource:` is reported instead of silently ignored.
+
+use crate::quantity::{Cpu, Memory, GI};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Largest spec file we read; a team spec is a few hundred bytes.
+const MAX_SPEC_BYTES: u64 = 1024 * 1024;
+/// Quantities above these are rejected as absurd for one container.
+const MAX_CPU_MILLIS: u64 = 1_024_000;
+const MAX_MEMORY_BYTES: u64 = 16 * 1024 * GI;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Spec {
+    /// `deployment.istio.enabled`: `Some(true)` → injection label.
+    pub inject: Option<bool>,
+    /// `deployment.istio.resources`: the declared proxy requests.
+    pub proxy_requests: Declared,
+    /// `deployment.istio.limits`: explicit proxy limits.
+    pub proxy_limits: Declared,
+    /// `deployment.istio.pin`: use the declared size; history only advises.
+    pub pin: bool,
+    /// `deployment.container.replicas`.
+    pub replicas: Option<u32>,
+    /// `deployment.container.resources`: the app container's declared requests.
+    pub app_requests: Declared,
+}
+
+/// A cpu/memory pair where either may be absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Declared {
+    pub cpu: Option<Cpu>,
+    pub memory: Option<Memory>,
+}
+
+impl Declared {
+    pub fn is_empty(&self) -> bool {
+        self.cpu.is_none() && self.memory.is_none()
+    }
+}
+
+// ---- wire format -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct SpecFile {
+    deployment: Option<DeploymentSection>,
+}
+
+#[derive(Deserialize)]
+struct DeploymentSection {
+    istio: Option<IstioSection>,
+    container: Option<ContainerSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IstioSection {
+    enabled: Option<bool>,
+    resources: Option<IstioResources>,
+    limits: Option<IstioResources>,
+    #[serde(default)]
+    pin: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IstioResources {
+    cpu: Option<CpuField>,
+    memory: Option<MemoryField>,
+}
+
+#[derive(Deserialize)]
+struct ContainerSection {
+    replicas: Option<u32>,
+    resources: Option<AppResources>,
+}
+
+/// The app container's resources may carry other keys (ephemeral-storage, ...).
+#[derive(Deserialize)]
+struct AppResources {
+    cpu: Option<CpuField>,
+    memory: Option<MemoryField>,
+}
+
+/// Accept a quantity written as a YAML string or number (`cpu: 1`, `cpu: 0.5`, `cpu: 500m`).
+struct QuantityText(String);
+
+impl<'de> Deserialize<'de> for QuantityText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = QuantityText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Kubernetes quantity such as 500m, 0.5, 80Mi or 1Gi")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<QuantityText, E> {
+                Ok(QuantityText(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<QuantityText, E> {
+                Ok(QuantityText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<QuantityText, E> {
+                Ok(QuantityText(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<QuantityText, E> {
+                if !v.is_finite() {
+                    return Err(E::custom(format!("quantity {v} is not a finite number")));
+                }
+                Ok(QuantityText(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// serde_yaml_ng reports the path of the map holding a bad value, not the key: the
+/// quantity fields prefix their message with this marker and `parse` turns
+/// `a.b: <mark>cpu: ...` into `a.b.cpu: ...`.
+const FIELD_MARK: &str = "field ";
+
+struct CpuField(Cpu);
+struct MemoryField(Memory);
+
+impl<'de> Deserialize<'de> for CpuField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let QuantityText(text) = QuantityText::deserialize(d)?;
+        let cpu = Cpu::parse(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|c| check_range(&text, c.0, MAX_CPU_MILLIS).map(|_| c))
+            .map_err(|e| de::Error::custom(format!("{FIELD_MARK}cpu: {e}")))?;
+        Ok(CpuField(cpu))
+    }
+}
+
+impl<'de> Deserialize<'de> for MemoryField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let QuantityText(text) = QuantityText::deserialize(d)?;
+        let mem = Memory::parse(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|m| check_range(&text, m.0, MAX_MEMORY_BYTES).map(|_| m))
+            .map_err(|e| de::Error::custom(format!("{FIELD_MARK}memory: {e}")))?;
+        Ok(MemoryField(mem))
+    }
+}
+
+fn check_range(text: &str, value: u64, max: u64) -> Result<(), String> {
+    if value == 0 {
+        return Err(format!("quantity {text:?} must be greater than zero"));
+    }
+    if value > max {
+        return Err(format!(
+            "quantity {text:?} is absurdly large for one container"
+        ));
+    }
+    Ok(())
+}
+
+fn declared(cpu: Option<CpuField>, memory: Option<MemoryField>) -> Declared {
+    Declared {
+        cpu: cpu.map(|c| c.0),
+        memory: memory.map(|m| m.0),
+    }
+}
+
+/// Parse and validate one spec document. The error names the field, the value and, for
+/// syntax and type errors, the line and column.
+pub fn parse(text: &str) -> Result<Spec, String> {
+    let file: SpecFile = serde_yaml_ng::from_str(text)
+        .map_err(|e| e.to_string().replacen(&format!(": {FIELD_MARK}"), ".", 1))?;
+    let deployment = file
+        .deployment
+        .ok_or_else(|| "missing top-level key `deployment`".to_string())?;
+    let mut spec = Spec::default();
+    if let Some(istio) = deployment.istio {
+        spec.inject = istio.enabled;
+        spec.pin = istio.pin;
+        if let Some(r) = istio.resources {
+            spec.proxy_requests = declared(r.cpu, r.memory);
+        }
+        if let Some(l) = istio.limits {
+            spec.proxy_limits = declared(l.cpu, l.memory);
+        }
+    }
+    if let Some(c) = deployment.container {
+        spec.replicas = c.replicas;
+        if let Some(r) = c.resources {
+            spec.app_requests = declared(r.cpu, r.memory);
+        }
+    }
+    validate(&spec)?;
+    Ok(spec)
+}
+
+fn validate(spec: &Spec) -> Result<(), String> {
+    let (req, lim) = (&spec.proxy_requests, &spec.proxy_limits);
+    if let (Some(r), Some(l)) = (req.cpu, lim.cpu) {
+        if l < r {
+            return Err(format!(
+                "deployment.istio.limits.cpu: {l} is below deployment.istio.resources.cpu {r}"
+            ));
+        }
+    }
+    if let (Some(r), Some(l)) = (req.memory, lim.memory) {
+        if l < r {
+            return Err(format!(
+                "deployment.istio.limits.memory: {l} is below deployment.istio.resources.memory {r}"
+            ));
+        }
+    }
+    if spec.pin && req.is_empty() {
+        return Err(
+            "deployment.istio.pin: true needs deployment.istio.resources (cpu and/or memory)"
+                .to_string(),
+        );
+    }
+    if spec.replicas == Some(0) {
+        return Err("deployment.container.replicas: 0 must be at least 1".to_string());
+    }
+    Ok(())
+}
+
+/// One spec file as loaded, with the last good version kept when the file turns bad.
+#[derive(Debug, Clone)]
+pub struct SpecEntry {
+    pub path: PathBuf,
+    /// The spec in force: this file's current version, or its last good one.
+    pub spec: Option<Arc<Spec>>,
+    /// Why the file's current version was rejected.
+    pub error: Option<String>,
+    stamp: Option<(SystemTime, u64)>,
+}
+
+/// An error found while loading the spec directory, with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+/// All specs of a spec directory: namespace → workload → entry.
+#[derive(Debug, Clone, Default)]
+pub struct SpecStore {
+    by_namespace: HashMap<String, HashMap<String, SpecEntry>>,
+    /// Errors of the last load (bad files, unreadable directories).
+    pub errors: Vec<SpecError>,
+}
+
+impl SpecStore {
+    pub fn get(&self, namespace: &str, workload: &str) -> Option<&SpecEntry> {
+        self.by_namespace.get(namespace)?.get(workload)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_namespace.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Load `dir`, reusing unchanged files of `previous` and keeping the last good
+    /// version of files that turned bad.
+    pub fn load_dir(dir: &Path, previous: &SpecStore) -> SpecStore {
+        let mut store = SpecStore::default();
+        let namespaces = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) => {
+                store.errors.push(SpecError {
+                    path: dir.to_path_buf(),
+                    message: format!("cannot read spec directory: {e}"),
+                });
+                return store;
+            }
+        };
+        let mut ns_dirs: Vec<PathBuf> = Vec::new();
+        for entry in namespaces.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                ns_dirs.push(path);
+            } else if is_yaml(&path) {
+                store.errors.push(SpecError {
+                    path,
+                    message: "spec files belong in SPEC_DIR/<namespace>/<workload>.yaml; ignored"
+                        .to_string(),
+                });
+            }
+        }
+        ns_dirs.sort();
+        for ns_dir in ns_dirs {
+            let Some(namespace) = file_name(&ns_dir) else {
+                continue;
+            };
+            if namespace.starts_with('.') {
+                // Kubernetes ConfigMap volumes keep `..data` and timestamped dirs.
+                continue;
+            }
+            let files = match std::fs::read_dir(&ns_dir) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    store.errors.push(SpecError {
+                        path: ns_dir.clone(),
+                        message: format!("cannot read directory: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let mut paths: Vec<PathBuf> = files
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| is_yaml(p))
+                .collect();
+            // `.yaml` sorts before `.yml`, so `x.yaml` wins over `x.yml`.
+            paths.sort();
+            for path in paths {
+                let Some(workload) = path.file_stem().and_then(|s| s.to_str()) else {
+                    continue;
+                };
+                let workload = workload.to_string();
+                let slot = store.by_namespace.entry(namespace.clone()).or_default();
+                if let Some(first) = slot.get(&workload) {
+                    store.errors.push(SpecError {
+                        path: path.clone(),
+                        message: format!("duplicate of {}; ignored", first.path.display()),
+                    });
+                    continue;
+                }
+                let prev = previous.get(&namespace, &workload);
+                let entry = load_file(&path, prev);
+                if let Some(msg) = &entry.error {
+                    store.errors.push(SpecError {
+                        path: path.clone(),
+                        message: msg.clone(),
+                    });
+                }
+                slot.insert(workload, entry);
+            }
+        }
+        store
+    }
+}
+
+fn load_file(path: &Path, prev: Option<&SpecEntry>) -> SpecEntry {
+    let prev = prev.filter(|p| p.path == path);
+    let stamp = std::fs::metadata(path)
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len())));
+    if let Some(p) = prev {
+        if stamp.is_some() && p.stamp == stamp {
+            return p.clone();
+        }
+    }
+    let last_good = prev.and_then(|p| p.spec.clone());
+    let result = read_spec_file(path);
+    match result {
+        Ok(spec) => SpecEntry {
+            path: path.to_path_buf(),
+            spec: Some(Arc::new(spec)),
+            error: None,
+            stamp,
+        },
+        Err(message) => SpecEntry {
+            path: path.to_path_buf(),
+            spec: last_good,
+            error: Some(message),
+            stamp,
+        },
+    }
+}
+
+/// Read and parse one spec file; the error does not repeat the path.
+pub fn read_spec_file(path: &Path) -> Result<Spec, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.len() > MAX_SPEC_BYTES {
+        return Err(format!(
+            "file is {} bytes, larger than the {MAX_SPEC_BYTES} bytes a spec may be",
+            meta.len()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    parse(&text)
+}
+
+fn is_yaml(p: &Path) -> bool {
+    p.is_file()
+        && matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml") | Some("yml")
+        )
+}
+
+fn file_name(p: &Path) -> Option<String> {
+    p.file_name()?.to_str().map(str::to_string)
+}
+
+/// `spec check`: validate files and directories (recursively), returning every error.
+pub fn check_paths(paths: &[PathBuf]) -> (usize, Vec<SpecError>) {
+    let mut checked = 0;
+    let mut errors = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            match std::fs::read_dir(&path) {
+                Ok(rd) => {
+                    let mut children: Vec<PathBuf> = rd
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| {
+                            p.is_dir() && !file_name(p).is_some_and(|n| n.starts_with('.'))
+                                || is_yaml(p)
+                        })
+                        .collect();
+                    children.sort();
+                    stack.extend(children.into_iter().rev());
+                }
+                Err(e) => errors.push(SpecError {
+                    path,
+                    message: format!("cannot read directory: {e}"),
+                }),
+            }
+            continue;
+        }
+        checked += 1;
+        if let Err(message) = read_spec_file(&path) {
+            errors.push(SpecError { path, message });
+        }
+    }
+    (checked, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantity::MI;
+
+    const FULL: &str = r#"
+deployment:
+  image: shop/cart:1.2      # team keys we do not read
+  istio:
+    enabled: true
+    resources:
+      cpu: 500m
+      memory: 80Mi
+    limits:
+      cpu: "2"
+      memory: 256Mi
+    pin: false
+  container:
+    replicas: 6
+    resources:
+      cpu: 1000m
+      memory: 956Mi
+      ephemeral-storage: 1Gi
+"#;
+
+    #[test]
+    fn parses_the_seed_format() {
+        let s = parse(FULL).unwrap();
+        assert_eq!(s.inject, Some(true));
+        assert_eq!(s.proxy_requests.cpu, Some(Cpu(500)));
+        assert_eq!(s.proxy_requests.memory, Some(Memory(80 * MI)));
+        assert_eq!(s.proxy_limits.cpu, Some(Cpu(2000)));
+        assert_eq!(s.proxy_limits.memory, Some(Memory(256 * MI)));
+        assert!(!s.pin);
+        assert_eq!(s.replicas, Some(6));
+        assert_eq!(s.app_requests.cpu, Some(Cpu(1000)));
+        assert_eq!(s.app_requests.memory, Some(Memory(956 * MI)));
+    }
+
+    #[test]
+    fn numbers_are_quantities() {
+        let s = parse("deployment:\n  istio:\n    resources:\n      cpu: 0.5\n      memory: 1e3\n")
+            .unwrap();
+        assert_eq!(s.proxy_requests.cpu, Some(Cpu(500)));
+        assert_eq!(s.proxy_requests.memory, Some(Memory(1000)));
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_field_value_and_line() {
+        let e = err("deployment:\n  istio:\n    resources:\n      cpu: lots\n");
+        assert!(e.contains("deployment.istio.resources.cpu"), "{e}");
+        assert!(e.contains("\"lots\""), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+        let e = err("deployment:\n  istio:\n    resources:\n      memory: -1\n");
+        assert!(e.contains("memory") && e.contains("negative"), "{e}");
+        let e = err("deployment:\n  istio:\n    resources:\n      cpu: 0\n");
+        assert!(e.contains("greater than zero"), "{e}");
+        let e = err("deployment:\n  istio:\n    resources:\n      cpu: 1e30\n");
+        assert!(e.contains("too large"), "{e}");
+        let e = err("deployment:\n  istio:\n    resources:\n      cpu: 1e6\n");
+        assert!(e.contains("absurd"), "{e}");
+        let e = err("deployment:\n  istio:\n    resource:\n      cpu: 1\n");
+        assert!(e.contains("unknown field `resource`"), "{e}");
+        let e = err("deployment:\n  container:\n    replicas: many\n");
+        assert!(e.contains("deployment.container.replicas"), "{e}");
+        let e = err("deployment:\n  istio:\n    enabled: yes please\n");
+        assert!(e.contains("deployment.istio.enabled"), "{e}");
+        let e = err("deployment: [\n");
+        assert!(e.contains("line"), "{e}");
+        let e = err("other: 1\n");
+        assert!(e.contains("deployment"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_rules() {
+        let e = err("deployment:\n  istio:\n    resources: {cpu: 500m}\n    limits: {cpu: 100m}\n");
+        assert!(
+            e.contains("deployment.istio.limits.cpu: 100m is below"),
+            "{e}"
+        );
+        let e = err("deployment:\n  istio:\n    pin: true\n");
+        assert!(e.contains("deployment.istio.pin"), "{e}");
+        let e = err("deployment:\n  container:\n    replicas: 0\n");
+        assert!(e.contains("replicas"), "{e}");
+    }
+
+    #[test]
+    fn store_keeps_last_good_and_isolates_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("shop");
+        std::fs::create_dir(&ns).unwrap();
+        std::fs::write(ns.join("cart.yaml"), FULL).unwrap();
+        std::fs::write(
+            ns.join("web.yaml"),
+            "deployment:\n  istio:\n    resources: {cpu: 200m}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("stray.yaml"), FULL).unwrap();
+        let s1 = SpecStore::load_dir(dir.path(), &SpecStore::default());
+        assert_eq!(s1.len(), 2);
+        assert_eq!(s1.errors.len(), 1, "{:?}", s1.errors);
+        assert!(s1.get("shop", "cart").unwrap().spec.is_some());
+
+        // cart turns bad: its last good version stays, web is unaffected.
+        std::fs::write(
+            ns.join("cart.yaml"),
+            "deployment:\n  istio:\n    resources:\n      cpu: x\n  # longer\n",
+        )
+        .unwrap();
+        let s2 = SpecStore::load_dir(dir.path(), &s1);
+        let cart = s2.get("shop", "cart").unwrap();
+        assert_eq!(
+            cart.spec.as_ref().unwrap().proxy_requests.cpu,
+            Some(Cpu(500))
+        );
+        assert!(cart
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("deployment.istio.resources.cpu"));
+        assert!(s2.errors.iter().any(|e| e.path.ends_with("shop/cart.yaml")));
+        assert_eq!(
+            s2.get("shop", "web")
+                .unwrap()
+                .spec
+                .as_ref()
+                .unwrap()
+                .proxy_requests
+                .cpu,
+            Some(Cpu(200))
+        );
+
+        // A new bad file with no good version has no spec, only an error.
+        std::fs::write(ns.join("new.yaml"), "deployment: 3\n").unwrap();
+        let s3 = SpecStore::load_dir(dir.path(), &s2);
+        let new = s3.get("shop", "new").unwrap();
+        assert!(new.spec.is_none() && new.error.is_some());
+
+        // Missing directory: an error, no panic.
+        let s4 = SpecStore::load_dir(&dir.path().join("nope"), &s3);
+        assert!(s4.is_empty());
+        assert_eq!(s4.errors.len(), 1);
+    }
+}

@@ -1,0 +1,169 @@
+//! Shared test helpers: a real server on 127.0.0.1:0 with certs made by the project's own
+//! code, and HTTPS clients that trust only the generated CA.
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use serde_json::Value;
+use sidecar_sizer::admission::Settings;
+use sidecar_sizer::certs;
+use sidecar_sizer::server::{self, Running, ServeConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> Value {
+    let path = repo().join("tests/fixtures").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+pub const FIXTURES: [&str; 6] = [
+    "review-deployment-pod.json",
+    "review-generate-name.json",
+    "review-istio-already-injected.json",
+    "review-native-sidecar.json",
+    "review-reinvocation.json",
+    "review-server-dry-run.json",
+];
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub ca_pem: String,
+    pub base: String,
+    pub health: String,
+}
+
+pub struct Opts {
+    pub spec_dir: Option<PathBuf>,
+    pub history: Option<PathBuf>,
+    pub settings: Settings,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            spec_dir: Some(repo().join("examples/specs")),
+            history: Some(repo().join("examples/history.csv")),
+            settings: Settings::default(),
+        }
+    }
+}
+
+impl TestServer {
+    pub async fn start(opts: Opts) -> TestServer {
+        // reqwest is built without a default crypto provider: use ring, like the server.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let bundle =
+            certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()]).unwrap();
+        certs::write(dir.path(), &bundle).unwrap();
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            health_listen: "127.0.0.1:0".parse().unwrap(),
+            tls_cert: dir.path().join("tls.crt"),
+            tls_key: dir.path().join("tls.key"),
+            spec_dir: opts.spec_dir,
+            history: opts.history,
+            settings: opts.settings,
+            reload_interval: Duration::from_millis(200),
+            shutdown_grace: Duration::from_secs(5),
+        };
+        let running = server::start(config).await.unwrap();
+        let base = format!("https://127.0.0.1:{}", running.tls_addr.port());
+        let health = format!("http://127.0.0.1:{}", running.health_addr.port());
+        TestServer {
+            running: Some(running),
+            dir,
+            ca_pem: bundle.ca_pem,
+            base,
+            health,
+        }
+    }
+
+    pub fn client(&self, http2: bool) -> reqwest::Client {
+        client_trusting(&self.ca_pem, http2)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// An HTTPS client that trusts only `ca_pem`, speaking HTTP/1.1 or HTTP/2 (ALPN).
+pub fn client_trusting(ca_pem: &str, http2: bool) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = if http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    let builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(10));
+    let builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
+    builder.build().unwrap()
+}
+
+/// POST a review; returns the HTTP status, version and the body as JSON (or text).
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> (reqwest::StatusCode, reqwest::Version, Result<Value, String>) {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let version = resp.version();
+    let bytes = resp.bytes().await.unwrap();
+    let parsed =
+        serde_json::from_slice(&bytes).map_err(|_| String::from_utf8_lossy(&bytes).to_string());
+    (status, version, parsed)
+}
+
+/// Decode `response.patch` (base64 JSONPatch), if any.
+pub fn patch_of(review: &Value) -> Option<json_patch::Patch> {
+    let p = review["response"].get("patch")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(p.as_str().expect("patch is a base64 string"))
+        .unwrap();
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+/// Apply `patch` to a copy of `object`.
+pub fn apply(object: &Value, patch: &json_patch::Patch) -> Value {
+    let mut doc = object.clone();
+    json_patch::patch(&mut doc, patch).unwrap();
+    doc
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
