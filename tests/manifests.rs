@@ -1,0 +1,53 @@
+//! The webhook configuration in manifests/ matches DESIGN §4.
+
+use serde_yaml_ng::Value;
+
+fn load(path: &str) -> Value {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    serde_yaml_ng::from_str(&std::fs::read_to_string(&full).unwrap()).unwrap()
+}
+
+#[test]
+fn two_webhooks_as_designed() {
+    let cfg = load("manifests/base/mutatingwebhook.yaml");
+    assert_eq!(cfg["kind"], "MutatingWebhookConfiguration");
+    let hooks = cfg["webhooks"].as_sequence().unwrap();
+    assert_eq!(hooks.len(), 2);
+    for (hook, mode, path) in [
+        (&hooks[0], "enforce", "/mutate"),
+        (&hooks[1], "dry-run", "/dry-run"),
+    ] {
+        assert_eq!(hook["clientConfig"]["service"]["path"], path);
+        let exprs = hook["namespaceSelector"]["matchExpressions"]
+            .as_sequence()
+            .unwrap();
+        assert!(exprs
+            .iter()
+            .any(|e| e["key"] == "sidecar-sizer.io/mode" && e["values"][0] == mode));
+        let excluded = exprs.iter().find(|e| e["operator"] == "NotIn").unwrap();
+        for ns in ["kube-system", "kube-public", "kube-node-lease"] {
+            assert!(excluded["values"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|v| v == ns));
+        }
+        assert_eq!(hook["failurePolicy"], "Ignore");
+        assert_eq!(hook["timeoutSeconds"], 2);
+        assert_eq!(hook["sideEffects"], "None");
+        assert_eq!(hook["reinvocationPolicy"], "IfNeeded");
+        assert_eq!(hook["admissionReviewVersions"][0], "v1");
+        assert_eq!(hook["rules"][0]["operations"][0], "CREATE");
+        assert_eq!(hook["rules"][0]["resources"][0], "pods");
+        assert_eq!(
+            hook["objectSelector"]["matchExpressions"][0]["key"],
+            "sidecar-sizer.io/self"
+        );
+    }
+    // The sizer's own pods carry the label the objectSelector excludes.
+    let deploy = load("manifests/base/deployment.yaml");
+    assert_eq!(
+        deploy["spec"]["template"]["metadata"]["labels"]["sidecar-sizer.io/self"],
+        "true"
+    );
+}
