@@ -8,7 +8,7 @@ CERT_NAMES := --dns localhost --dns sidecar-sizer --dns sidecar-sizer.sidecar-si
               --dns sidecar-sizer.sidecar-sizer.svc --dns sidecar-sizer.sidecar-sizer.svc.cluster.local \
               --ip 127.0.0.1
 
-.PHONY: all build run test lint fmt certs clean
+.PHONY: all build run test test-deps lint fmt certs clean
 
 all: build
 
@@ -29,10 +29,18 @@ run: build certs/tls.crt
 	  --tls-cert certs/tls.crt --tls-key certs/tls.key \
 	  --spec-dir examples/specs --history examples/history.csv
 
-# All tests. Builds every test target once, then runs them.
-test:
+# All tests. Installs what the tests need (Debian's prometheus: prometheus + promtool for
+# the history tests), builds every test target once, then runs them.
+test: test-deps
 	$(CARGO) build --all-targets --locked
 	$(CARGO) test --all-targets --locked
+
+test-deps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus package (prometheus, promtool) for the history tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 lint:
 	$(CARGO) fmt --all -- --check

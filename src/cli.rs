@@ -2,6 +2,7 @@
 //! plain config structs that tests can build directly.
 
 use crate::admission::Settings;
+use crate::history::prometheus::PromConfig;
 use crate::patch::PatchOptions;
 use crate::quantity::{Cpu, Memory, QuantityError};
 use crate::server::ServeConfig;
@@ -41,6 +42,117 @@ pub enum Command {
     /// Team spec files.
     #[command(subcommand)]
     Spec(SpecCommand),
+    /// The usage history store: import once, or show what the sizer knows.
+    #[command(subcommand)]
+    History(HistoryCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HistoryCommand {
+    /// Fill the store in --state-dir once, from Prometheus (--from-prometheus URL) or from a
+    /// history file (--from-file FILE).
+    Import(ImportArgs),
+    /// Print the history the sizer would use (from --state-dir and/or --history).
+    Show(ShowArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Store directory to write (history.json).
+    #[arg(long, env = "SIDECAR_SIZER_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Import a history file (CSV, README "History file") instead of querying Prometheus.
+    #[arg(long, conflicts_with = "prometheus_url")]
+    pub from_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// Store directory (history.json) to read.
+    #[arg(long, env = "SIDECAR_SIZER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// History file to read (overlaid by the store, as `serve` does).
+    #[arg(long, env = "SIDECAR_SIZER_HISTORY")]
+    pub history: Option<PathBuf>,
+    /// Only this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only this workload.
+    #[arg(long)]
+    pub workload: Option<String>,
+    #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+    pub format: ShowFormat,
+}
+
+/// Where usage history comes from when it is learned from Prometheus.
+#[derive(Args, Debug, Clone)]
+pub struct PrometheusArgs {
+    /// Learn usage history from this Prometheus, e.g. http://prometheus.monitoring:9090.
+    #[arg(
+        long,
+        visible_alias = "from-prometheus",
+        env = "SIDECAR_SIZER_PROMETHEUS_URL"
+    )]
+    pub prometheus_url: Option<String>,
+    /// File holding a bearer token for Prometheus (re-read on every refresh).
+    #[arg(long, env = "SIDECAR_SIZER_PROMETHEUS_TOKEN_FILE")]
+    pub prometheus_token_file: Option<PathBuf>,
+    /// Extra label matchers for every query, e.g. 'cluster="prod"'.
+    #[arg(long, env = "SIDECAR_SIZER_PROMETHEUS_SELECTOR")]
+    pub prometheus_selector: Option<String>,
+    /// History window.
+    #[arg(long, default_value = "14d", value_parser = duration_arg, env = "SIDECAR_SIZER_HISTORY_WINDOW")]
+    pub history_window: Duration,
+    /// Query resolution inside the window (one sample per step).
+    #[arg(long, default_value = "5m", value_parser = duration_arg, env = "SIDECAR_SIZER_HISTORY_STEP")]
+    pub history_step: Duration,
+    /// Range of rate() over the CPU counter; at least two scrape intervals.
+    #[arg(long, default_value = "5m", value_parser = duration_arg, env = "SIDECAR_SIZER_PROMETHEUS_RATE_WINDOW")]
+    pub prometheus_rate_window: Duration,
+    /// Timeout of each Prometheus query.
+    #[arg(long, default_value = "30s", value_parser = duration_arg, env = "SIDECAR_SIZER_PROMETHEUS_TIMEOUT")]
+    pub prometheus_timeout: Duration,
+    /// Time between refreshes (serve).
+    #[arg(long, default_value = "5m", value_parser = duration_arg, env = "SIDECAR_SIZER_PROMETHEUS_REFRESH")]
+    pub prometheus_refresh: Duration,
+    /// Largest Prometheus answer accepted per query; larger ones fail the refresh.
+    #[arg(long, default_value = "256Mi", value_parser = memory_arg, env = "SIDECAR_SIZER_PROMETHEUS_MAX_BYTES")]
+    pub prometheus_max_bytes: Memory,
+    /// Learned history older than this is treated as absent (serve).
+    #[arg(long, default_value = "72h", value_parser = duration_arg, env = "SIDECAR_SIZER_HISTORY_MAX_AGE")]
+    pub history_max_age: Duration,
+}
+
+impl PrometheusArgs {
+    pub fn to_config(&self) -> Option<PromConfig> {
+        let url = self.prometheus_url.as_deref()?;
+        let mut c = PromConfig::new(url);
+        c.bearer_token_file = self.prometheus_token_file.clone();
+        c.selector = self.prometheus_selector.clone();
+        c.window = self.history_window;
+        c.step = self.history_step;
+        c.rate_window = self.prometheus_rate_window;
+        c.timeout = self.prometheus_timeout;
+        c.max_bytes = usize::try_from(self.prometheus_max_bytes.0).unwrap_or(usize::MAX);
+        Some(c)
+    }
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 5m, 72h, 14d: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be longer than zero"));
+    }
+    Ok(d)
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,6 +197,11 @@ pub struct ServeArgs {
     /// Usage history file (CSV, see README "History file"); re-read when it changes.
     #[arg(long, env = "SIDECAR_SIZER_HISTORY")]
     pub history: Option<PathBuf>,
+    /// Persist learned history here (history.json) and load it at start; none: memory only.
+    #[arg(long, env = "SIDECAR_SIZER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
     /// enforce: /mutate patches pods. dry-run: nothing is patched anywhere.
     #[arg(long, value_enum, default_value_t = ServeMode::Enforce, env = "SIDECAR_SIZER_MODE")]
     pub mode: ServeMode,
@@ -227,6 +344,10 @@ impl ServeArgs {
             tls_key: self.tls_key.clone(),
             spec_dir: self.spec_dir.clone(),
             history: self.history.clone(),
+            state_dir: self.state_dir.clone(),
+            prometheus: self.prometheus.to_config(),
+            prometheus_refresh: self.prometheus.prometheus_refresh,
+            history_max_age: self.prometheus.history_max_age,
             settings: Settings {
                 policy: self.policy.to_policy(),
                 patch: PatchOptions {
@@ -261,6 +382,40 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:8443");
         assert_eq!(c.health_listen.to_string(), "0.0.0.0:8080");
         assert!(!c.settings.dry_run_everywhere);
+        assert!(c.prometheus.is_none());
+        assert_eq!(c.history_max_age, Duration::from_secs(72 * 3600));
+    }
+
+    #[test]
+    fn prometheus_flags() {
+        let cli = Cli::try_parse_from([
+            "sidecar-sizer",
+            "serve",
+            "--prometheus-url",
+            "http://p:9090",
+            "--history-window",
+            "7d",
+            "--history-step",
+            "1m",
+            "--prometheus-timeout",
+            "5s",
+            "--prometheus-selector",
+            "cluster=\"a\"",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        let p = s.to_config().prometheus.unwrap();
+        assert_eq!(p.url, "http://p:9090");
+        assert_eq!(p.window, Duration::from_secs(7 * 86400));
+        assert_eq!(p.step, Duration::from_secs(60));
+        assert_eq!(p.timeout, Duration::from_secs(5));
+        assert_eq!(p.selector.as_deref(), Some("cluster=\"a\""));
+        assert!(Cli::try_parse_from(["sidecar-sizer", "serve", "--history-window", "0s"]).is_err());
+        let err =
+            Cli::try_parse_from(["sidecar-sizer", "serve", "--history-step", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
     }
 
     #[test]

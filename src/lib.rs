@@ -8,6 +8,7 @@ pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod history;
+pub mod history_cmd;
 pub mod metrics;
 pub mod patch;
 pub mod quantity;

@@ -1,6 +1,6 @@
 use clap::Parser;
-use sidecar_sizer::cli::{Cli, Command, LogFormat, SpecCommand};
-use sidecar_sizer::{certs, server, spec};
+use sidecar_sizer::cli::{Cli, Command, HistoryCommand, LogFormat, SpecCommand};
+use sidecar_sizer::{certs, history_cmd, server, spec};
 use std::process::ExitCode;
 
 fn init_logging(format: LogFormat) {
@@ -67,6 +67,35 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::History(HistoryCommand::Import(args)) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(history_cmd::import(&args)) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::History(HistoryCommand::Show(args)) => match history_cmd::load_for_show(&args) {
+            Ok(snap) => {
+                print!("{}", history_cmd::show(&args, &snap));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Spec(SpecCommand::Check { paths }) => {
             let (checked, errors) = spec::check_paths(&paths);
             for e in &errors {

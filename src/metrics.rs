@@ -32,6 +32,11 @@ pub struct Metrics {
     pub history_age_seconds: Gauge<f64, AtomicU64>,
     pub tls_reloads: Counter,
     pub reload_failures: Family<KindLabel, Counter>,
+    pub history_stale: Gauge,
+    pub history_refreshes: Family<KindLabel, Counter>,
+    pub history_series: Gauge,
+    pub history_last_refresh_timestamp_seconds: Gauge<f64, AtomicU64>,
+    pub history_refresh_duration_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -89,7 +94,7 @@ impl Metrics {
         let history_age_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "history_age_seconds",
-            "Age of the usage history in force (seconds since its source last changed)",
+            "Age of the learned (Prometheus / store) history, in seconds",
             history_age_seconds.clone(),
         );
         let tls_reloads = Counter::default();
@@ -104,7 +109,42 @@ impl Metrics {
             "Background reloads that failed and kept the previous state, by what was reloaded",
             reload_failures.clone(),
         );
+        let history_stale = Gauge::default();
+        registry.register(
+            "history_stale",
+            "1 when the learned history is older than --history-max-age and not used",
+            history_stale.clone(),
+        );
+        let history_refreshes = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "history_refreshes",
+            "Prometheus history refreshes, by outcome (ok or the failure reason)",
+            history_refreshes.clone(),
+        );
+        let history_series = Gauge::default();
+        registry.register(
+            "history_series",
+            "(namespace, pod, container) series in the last successful refresh",
+            history_series.clone(),
+        );
+        let history_last_refresh_timestamp_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "history_last_refresh_timestamp_seconds",
+            "Unix time of the last successful Prometheus refresh",
+            history_last_refresh_timestamp_seconds.clone(),
+        );
+        let history_refresh_duration_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "history_refresh_duration_seconds",
+            "Duration of the last Prometheus refresh attempt",
+            history_refresh_duration_seconds.clone(),
+        );
         Metrics {
+            history_stale,
+            history_refreshes,
+            history_series,
+            history_last_refresh_timestamp_seconds,
+            history_refresh_duration_seconds,
             registry,
             admission_duration,
             decisions,

@@ -3,7 +3,8 @@
 
 use crate::admission::{self, Answer, Mode, Settings};
 use crate::certs;
-use crate::history::{self, UsageSnapshot};
+use crate::history::prometheus::{self, PromConfig};
+use crate::history::{self, now_unix, store, UsageSnapshot};
 use crate::metrics::{DecisionLabels, KindLabel, Metrics};
 use crate::spec::SpecStore;
 use anyhow::Context;
@@ -18,7 +19,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
@@ -33,6 +34,13 @@ pub struct ServeConfig {
     pub tls_key: PathBuf,
     pub spec_dir: Option<PathBuf>,
     pub history: Option<PathBuf>,
+    /// Where learned history is persisted (None: memory only).
+    pub state_dir: Option<PathBuf>,
+    /// Learn history from Prometheus in the background.
+    pub prometheus: Option<PromConfig>,
+    pub prometheus_refresh: Duration,
+    /// Learned history older than this is treated as absent.
+    pub history_max_age: Duration,
     pub settings: Settings,
     /// How often spec dir, history file and TLS files are checked for changes.
     pub reload_interval: Duration,
@@ -44,12 +52,55 @@ pub struct ServeConfig {
 pub struct Shared {
     pub settings: Settings,
     pub specs: ArcSwap<SpecStore>,
+    /// What admissions read: the history file overlaid with fresh learned history.
     pub usage: ArcSwap<UsageSnapshot>,
+    /// From `--history FILE`.
+    pub file_usage: ArcSwap<UsageSnapshot>,
+    /// From Prometheus or the persisted store.
+    pub learned: ArcSwap<UsageSnapshot>,
     pub metrics: Metrics,
     pub ready: AtomicBool,
+    history_max_age: Duration,
+    /// Serializes `recombine`; holds whether learned history was stale last time.
+    combine: Mutex<Option<bool>>,
 }
 
 impl Shared {
+    /// Rebuild `usage` from the file and the learned history. With `force == false` only
+    /// when the learned history crossed the max age since the last call.
+    pub fn recombine(&self, force: bool) {
+        let mut last = self.combine.lock().unwrap_or_else(|p| p.into_inner());
+        let learned = self.learned.load();
+        let age = learned.age_seconds(now_unix());
+        let stale = age.is_some_and(|a| a > self.history_max_age.as_secs());
+        if let Some(a) = age {
+            self.metrics.history_age_seconds.set(a as f64);
+        }
+        self.metrics.history_stale.set(i64::from(stale));
+        if !force && *last == Some(stale) {
+            return;
+        }
+        if stale && *last != Some(true) {
+            tracing::warn!(
+                age_seconds = age.unwrap_or(0),
+                max_age_seconds = self.history_max_age.as_secs(),
+                source = %learned.meta.source,
+                "learned history is stale and no longer used; sizing falls back to specs and defaults"
+            );
+        } else if !stale && *last == Some(true) {
+            tracing::info!(source = %learned.meta.source, "learned history is fresh again");
+        }
+        *last = Some(stale);
+        let file = self.file_usage.load();
+        let combined = if stale || learned.is_empty() {
+            (**file).clone()
+        } else {
+            file.overlaid(&learned)
+        };
+        self.metrics.history_workloads.set(combined.len() as i64);
+        self.usage.store(Arc::new(combined));
+    }
+
     fn admit(&self, body: &[u8], path_mode: Mode) -> Response {
         let start = Instant::now();
         let specs = self.specs.load();
@@ -200,13 +251,6 @@ impl Reloader {
             return Ok(());
         };
         let st = stamp(path);
-        if let Some((mtime, _)) = st.or(self.history_stamp) {
-            let age = SystemTime::now()
-                .duration_since(mtime)
-                .unwrap_or_default()
-                .as_secs_f64();
-            self.shared.metrics.history_age_seconds.set(age);
-        }
         if st.is_some() && st == self.history_stamp {
             return Ok(());
         }
@@ -215,9 +259,9 @@ impl Reloader {
                 for e in &errors {
                     tracing::warn!(path = %path.display(), line = e.line, error = %e.message, "history row ignored");
                 }
-                tracing::info!(path = %path.display(), workloads = snap.len(), "history loaded");
-                self.shared.metrics.history_workloads.set(snap.len() as i64);
-                self.shared.usage.store(Arc::new(snap));
+                tracing::info!(path = %path.display(), workloads = snap.len(), "history file loaded");
+                self.shared.file_usage.store(Arc::new(snap));
+                self.shared.recombine(true);
                 self.history_stamp = st;
                 Ok(())
             }
@@ -269,6 +313,7 @@ pub struct Running {
     tls_task: JoinHandle<std::io::Result<()>>,
     health_task: JoinHandle<std::io::Result<()>>,
     reload_task: JoinHandle<()>,
+    refresh_task: Option<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -281,6 +326,9 @@ impl Running {
         let _ = self.health_stop.send(true);
         let health = self.health_task.await;
         self.reload_task.abort();
+        if let Some(t) = &self.refresh_task {
+            t.abort();
+        }
         tls.context("admission server task")?
             .context("admission server")?;
         health
@@ -293,6 +341,8 @@ impl Running {
 /// Load everything, bind both ports and start serving. Config errors fail here, before
 /// anything listens.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    // reqwest (Prometheus) and rustls use the ring provider process-wide.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     config
         .settings
         .policy
@@ -309,9 +359,37 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         settings: config.settings.clone(),
         specs: ArcSwap::from_pointee(SpecStore::default()),
         usage: ArcSwap::from_pointee(UsageSnapshot::default()),
+        file_usage: ArcSwap::from_pointee(UsageSnapshot::default()),
+        learned: ArcSwap::from_pointee(UsageSnapshot::default()),
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
+        history_max_age: config.history_max_age,
+        combine: Mutex::new(None),
     });
+    // Warm start: the last learned history, before anything listens.
+    if let Some(dir) = &config.state_dir {
+        match store::load(dir) {
+            Ok(Some(snap)) => {
+                tracing::info!(
+                    path = %store::path_in(dir).display(),
+                    workloads = snap.len(),
+                    source = %snap.meta.source,
+                    fetched_at = snap.meta.fetched_at.unwrap_or(0),
+                    "history store loaded"
+                );
+                shared.learned.store(Arc::new(snap));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                shared
+                    .metrics
+                    .reload_failures
+                    .get_or_create(&KindLabel { kind: "state_dir" })
+                    .inc();
+                tracing::warn!(error = %e, "history store ignored");
+            }
+        }
+    }
     let mut reloader = Reloader {
         shared: shared.clone(),
         spec_dir: config.spec_dir.clone(),
@@ -326,6 +404,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     reloader
         .reload_history()
         .map_err(|e| anyhow::anyhow!("--history: {e}"))?;
+    shared.recombine(true);
 
     let tls_listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding --listen {}", config.listen))?;
@@ -363,6 +442,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 reloader.reload_specs();
                 let _ = reloader.reload_history();
                 reloader.reload_tls();
+                reloader.shared.recombine(false);
                 reloader
             })
             .await
@@ -374,6 +454,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 }
             };
         }
+    });
+
+    let refresh_task = config.prometheus.clone().map(|cfg| {
+        tokio::spawn(refresh_loop(
+            shared.clone(),
+            cfg,
+            config.prometheus_refresh,
+            config.state_dir.clone(),
+        ))
     });
 
     shared.ready.store(true, Ordering::SeqCst);
@@ -394,8 +483,85 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         tls_task,
         health_task,
         reload_task,
+        refresh_task,
         grace: config.shutdown_grace,
     })
+}
+
+/// One Prometheus refresh: fetch, persist, swap in. On failure the previous snapshot stays.
+pub async fn refresh_once(
+    shared: &Shared,
+    client: &reqwest::Client,
+    cfg: &PromConfig,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(), prometheus::FetchError> {
+    let start = Instant::now();
+    let result = prometheus::fetch(client, cfg, now_unix()).await;
+    let m = &shared.metrics;
+    m.history_refresh_duration_seconds
+        .set(start.elapsed().as_secs_f64());
+    let fetched = match result {
+        Ok(f) => f,
+        Err(e) => {
+            m.history_refreshes
+                .get_or_create(&KindLabel { kind: e.reason() })
+                .inc();
+            tracing::warn!(
+                reason = e.reason(),
+                error = %e,
+                "history refresh failed; previous history kept"
+            );
+            return Err(e);
+        }
+    };
+    m.history_refreshes
+        .get_or_create(&KindLabel { kind: "ok" })
+        .inc();
+    m.history_series.set(fetched.series as i64);
+    m.history_last_refresh_timestamp_seconds
+        .set(fetched.snapshot.meta.fetched_at.unwrap_or(0) as f64);
+    let snap = Arc::new(fetched.snapshot);
+    if let Some(dir) = state_dir {
+        let (dir, to_save) = (dir.to_path_buf(), snap.clone());
+        let saved = tokio::task::spawn_blocking(move || store::save(&dir, &to_save))
+            .await
+            .unwrap_or_else(|e| Err(format!("store task failed: {e}")));
+        if let Err(e) = saved {
+            m.reload_failures
+                .get_or_create(&KindLabel { kind: "state_dir" })
+                .inc();
+            tracing::warn!(error = %e, "history not persisted; kept in memory");
+        }
+    }
+    tracing::info!(
+        workloads = snap.len(),
+        series = fetched.series,
+        queries = fetched.queries,
+        duration_ms = start.elapsed().as_millis() as u64,
+        "history refreshed from prometheus"
+    );
+    shared.learned.store(snap);
+    shared.recombine(true);
+    Ok(())
+}
+
+async fn refresh_loop(
+    shared: Arc<Shared>,
+    cfg: PromConfig,
+    interval: Duration,
+    state_dir: Option<PathBuf>,
+) {
+    let client = match prometheus::client(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "history refresh disabled");
+            return;
+        }
+    };
+    loop {
+        let _ = refresh_once(&shared, &client, &cfg, state_dir.as_deref()).await;
+        tokio::time::sleep(interval).await;
+    }
 }
 
 /// Serve until SIGTERM or Ctrl-C, then drain and exit.

@@ -2,6 +2,8 @@
 //! code, and HTTPS clients that trust only the generated CA.
 #![allow(dead_code)]
 
+pub mod prom;
+
 use base64::Engine as _;
 use serde_json::Value;
 use sidecar_sizer::admission::Settings;
@@ -41,6 +43,10 @@ pub struct TestServer {
 pub struct Opts {
     pub spec_dir: Option<PathBuf>,
     pub history: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub prometheus: Option<sidecar_sizer::history::prometheus::PromConfig>,
+    pub prometheus_refresh: Duration,
+    pub history_max_age: Duration,
     pub settings: Settings,
 }
 
@@ -49,6 +55,10 @@ impl Default for Opts {
         Opts {
             spec_dir: Some(repo().join("examples/specs")),
             history: Some(repo().join("examples/history.csv")),
+            state_dir: None,
+            prometheus: None,
+            prometheus_refresh: Duration::from_secs(3600),
+            history_max_age: Duration::from_secs(72 * 3600),
             settings: Settings::default(),
         }
     }
@@ -69,6 +79,10 @@ impl TestServer {
             tls_key: dir.path().join("tls.key"),
             spec_dir: opts.spec_dir,
             history: opts.history,
+            state_dir: opts.state_dir,
+            prometheus: opts.prometheus,
+            prometheus_refresh: opts.prometheus_refresh,
+            history_max_age: opts.history_max_age,
             settings: opts.settings,
             reload_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),

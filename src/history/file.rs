@@ -1,7 +1,4 @@
-//! Usage history: what each workload's containers used over the window (DESIGN §7).
-//!
-//! The request path only reads a [`UsageSnapshot`]; background tasks build new snapshots
-//! and swap them in. This module holds the snapshot and the `--history FILE` format:
+//! The `--history FILE` format:
 //!
 //! ```text
 //! # namespace,workload,container,cpu_p95_cores,memory_max_bytes,samples,hours,avg_replicas,oom_kills
@@ -12,59 +9,9 @@
 //! are ignored; a header line starting with `namespace,` is allowed. `avg_replicas` is the
 //! workload's average replica count over the window (the same on each of its rows).
 
-use std::collections::{BTreeMap, HashMap};
+use super::{ContainerUsage, UsageSnapshot};
 use std::fmt;
 use std::path::Path;
-
-/// Usage of one container of one workload over the history window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContainerUsage {
-    /// 95th percentile of the CPU usage rate, in cores.
-    pub cpu_p95_cores: f64,
-    /// Maximum working set, in bytes.
-    pub memory_max_bytes: u64,
-    /// Number of samples behind the figures.
-    pub samples: u64,
-    /// Hours of data the samples cover.
-    pub hours: f64,
-    /// OOM kills of this container in the window.
-    pub oom_kills: u32,
-}
-
-/// Usage of one workload: per container, plus its average replica count.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct WorkloadUsage {
-    pub containers: BTreeMap<String, ContainerUsage>,
-    pub avg_replicas: Option<f64>,
-}
-
-/// Everything the sizer knows about usage, keyed by namespace then workload.
-#[derive(Debug, Clone, Default)]
-pub struct UsageSnapshot {
-    by_namespace: HashMap<String, HashMap<String, WorkloadUsage>>,
-}
-
-impl UsageSnapshot {
-    pub fn get(&self, namespace: &str, workload: &str) -> Option<&WorkloadUsage> {
-        self.by_namespace.get(namespace)?.get(workload)
-    }
-
-    pub fn insert(&mut self, namespace: &str, workload: &str, usage: WorkloadUsage) {
-        self.by_namespace
-            .entry(namespace.to_string())
-            .or_default()
-            .insert(workload.to_string(), usage);
-    }
-
-    /// Number of workloads.
-    pub fn len(&self) -> usize {
-        self.by_namespace.values().map(HashMap::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// A problem in a history file, with its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,12 +50,7 @@ pub fn parse_history(text: &str) -> (UsageSnapshot, Vec<HistoryError>) {
         }
         match parse_row(trimmed) {
             Ok((ns, wl, container, usage, replicas)) => {
-                let w = snap
-                    .by_namespace
-                    .entry(ns.to_string())
-                    .or_default()
-                    .entry(wl.to_string())
-                    .or_default();
+                let w = snap.entry(ns, wl);
                 if w.containers.contains_key(container) {
                     errors.push(HistoryError {
                         line,
@@ -195,7 +137,9 @@ fn integer(name: &str, text: &str) -> Result<u64, String> {
 pub fn load_history_file(path: &Path) -> Result<(UsageSnapshot, Vec<HistoryError>), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read history file: {e}", path.display()))?;
-    Ok(parse_history(&text))
+    let (mut snap, errors) = parse_history(&text);
+    snap.meta.source = format!("file {}", path.display());
+    Ok((snap, errors))
 }
 
 #[cfg(test)]
