@@ -58,6 +58,9 @@ pub struct PodSeries {
 
 pub type SeriesKey = (String, String, String);
 
+/// One workload's series: container → [(pod, series)].
+type ByContainer<'a> = BTreeMap<&'a str, Vec<(&'a str, &'a PodSeries)>>;
+
 /// Pods with fewer samples than this (one hour at a 5m step) only count for the CPU P95
 /// when a workload has nothing longer: a pod that lived minutes says little.
 const MIN_POD_SAMPLES_FOR_P95: u64 = 12;
@@ -69,8 +72,7 @@ pub fn aggregate(
     meta: SnapshotMeta,
 ) -> UsageSnapshot {
     // (namespace, workload) → container → [(pod, series)]
-    let mut grouped: BTreeMap<(&str, &str), BTreeMap<&str, Vec<(&str, &PodSeries)>>> =
-        BTreeMap::new();
+    let mut grouped: BTreeMap<(&str, &str), ByContainer<'_>> = BTreeMap::new();
     for ((ns, pod, container), s) in series {
         grouped
             .entry((ns.as_str(), workload_of_pod(pod)))

@@ -69,6 +69,8 @@ pub enum FetchError {
     BadValue { value: String, series: String },
     #[error("prometheus answer too large: {0}")]
     TooLarge(String),
+    #[error("prometheus answer cut short: {0}")]
+    Truncated(String),
     #[error("cannot read bearer token file: {0}")]
     Token(String),
 }
@@ -83,6 +85,7 @@ impl FetchError {
             FetchError::Rejected(_) => "rejected",
             FetchError::BadValue { .. } => "bad_value",
             FetchError::TooLarge(_) => "too_large",
+            FetchError::Truncated(_) => "truncated",
             FetchError::Token(_) => "token",
         }
     }
@@ -305,7 +308,14 @@ async fn query_once(
     }
     // Read the body in chunks, bounded; never more than one copy of it.
     let mut bytes: Vec<u8> = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(net)? {
+    let body_err = |e: reqwest::Error| {
+        if e.is_timeout() {
+            FetchError::Timeout(cfg.timeout)
+        } else {
+            FetchError::Truncated(e.to_string())
+        }
+    };
+    while let Some(chunk) = resp.chunk().await.map_err(body_err)? {
         if bytes.len() + chunk.len() > cfg.max_bytes {
             return Err(FetchError::TooLarge(format!(
                 "more than {} bytes",
