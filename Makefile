@@ -27,7 +27,8 @@ run: build certs/tls.crt
 	$(BIN) --log-format text serve \
 	  --listen $(LISTEN) --health-listen $(HEALTH) \
 	  --tls-cert certs/tls.crt --tls-key certs/tls.key \
-	  --spec-dir examples/specs --history examples/history.csv
+	  --spec-dir examples/specs --history examples/history.csv --state-dir target/state \
+	  $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL))
 
 # All tests. Installs what the tests need (Debian's prometheus: prometheus + promtool for
 # the history tests), builds every test target once, then runs them.
