@@ -266,6 +266,9 @@ pub struct PolicyArgs {
         env = "SIDECAR_SIZER_IMBALANCE_THRESHOLD"
     )]
     pub imbalance_threshold: f64,
+    /// Warn (SpecDrift) when the spec's proxy requests differ from history by more than this.
+    #[arg(long, default_value_t = 0.30, env = "SIDECAR_SIZER_DRIFT_THRESHOLD")]
+    pub drift_threshold: f64,
     /// Istio's default CPU request (used when nothing else applies).
     #[arg(long, default_value = "100m", value_parser = cpu_arg, env = "SIDECAR_SIZER_DEFAULT_CPU")]
     pub default_cpu: Cpu,
@@ -323,6 +326,7 @@ impl PolicyArgs {
             min_history_hours: self.min_history_hours,
             min_history_samples: self.min_history_samples,
             imbalance_threshold: self.imbalance_threshold,
+            drift_threshold: self.drift_threshold,
             default_requests: Resources {
                 cpu: self.default_cpu,
                 memory: self.default_memory,

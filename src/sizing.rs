@@ -35,6 +35,9 @@ pub struct Policy {
     pub min_history_samples: u64,
     /// Warn when app and proxy utilisation differ by more than this (relative to the larger).
     pub imbalance_threshold: f64,
+    /// Warn when the spec's declared proxy requests differ from what history gives by more
+    /// than this (relative to the larger).
+    pub drift_threshold: f64,
     /// Istio's own defaults, used when nothing else applies.
     pub default_requests: Resources,
     pub default_limits: Resources,
@@ -57,6 +60,7 @@ impl Default for Policy {
             min_history_hours: 24.0,
             min_history_samples: 100,
             imbalance_threshold: 0.30,
+            drift_threshold: 0.30,
             default_requests: Resources {
                 cpu: Cpu(100),
                 memory: Memory(128 * MI),
@@ -90,6 +94,7 @@ impl Policy {
         fin_pos("oom factor", self.oom_factor)?;
         fin_pos("cpu limit factor", self.cpu_limit_factor)?;
         fin_pos("imbalance threshold", self.imbalance_threshold)?;
+        fin_pos("drift threshold", self.drift_threshold)?;
         if !self.min_history_hours.is_finite() || self.min_history_hours < 0.0 {
             return Err("min history hours must be >= 0".into());
         }
@@ -153,6 +158,7 @@ impl Source {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FindingKind {
     ProxyMasterImbalance,
+    SpecDrift,
     LowConfidence,
     SpecError,
     ExplicitKept,
@@ -163,6 +169,7 @@ impl FindingKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FindingKind::ProxyMasterImbalance => "ProxyMasterImbalance",
+            FindingKind::SpecDrift => "SpecDrift",
             FindingKind::LowConfidence => "LowConfidence",
             FindingKind::SpecError => "SpecError",
             FindingKind::ExplicitKept => "ExplicitKept",
@@ -230,6 +237,9 @@ pub fn decide(inputs: &Inputs<'_>, policy: &Policy) -> Decision {
         )
     });
 
+    if let Some((h, _)) = &from_history {
+        findings.extend(drift(&declared, h, policy));
+    }
     let pinned = spec.filter(|s| s.pin && !s.proxy_requests.is_empty());
     let (source, requests) = if pinned.is_some() {
         let r = fill_declared(&declared, policy, &mut reasons, "spec pins");
@@ -441,6 +451,41 @@ fn limits_for(
         None => requests.memory,
     };
     Resources { cpu, memory }
+}
+
+/// SpecDrift: the team's declared proxy requests vs what history gives.
+fn drift(declared: &Declared, history: &Resources, policy: &Policy) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let pairs = [
+        (
+            "cpu",
+            declared.cpu.map(|c| (c.0, c.to_string())),
+            history.cpu.0,
+            history.cpu.to_string(),
+        ),
+        (
+            "memory",
+            declared.memory.map(|m| (m.0, m.to_string())),
+            history.memory.0,
+            history.memory.to_string(),
+        ),
+    ];
+    for (what, spec, hist, hist_text) in pairs {
+        let Some((spec, spec_text)) = spec else {
+            continue;
+        };
+        let larger = spec.max(hist) as f64;
+        if larger > 0.0 && (spec as f64 - hist as f64).abs() / larger > policy.drift_threshold {
+            let change = (hist as f64 - spec as f64) / spec as f64 * 100.0;
+            out.push(Finding {
+                kind: FindingKind::SpecDrift,
+                message: format!(
+                    "SpecDrift: istio-proxy {what} spec {spec_text} vs history {hist_text} ({change:+.0}%)"
+                ),
+            });
+        }
+    }
+    out
 }
 
 /// ProxyMasterImbalance: utilisation (usage ÷ declared request) of proxy vs app container.
@@ -668,6 +713,13 @@ mod tests {
             d.reasons
         );
         assert!(d.reasons[1].contains("spec asked 500m/80Mi"));
+        // 500m declared vs 285m from history: 43% apart → SpecDrift; memory 80Mi vs 92Mi is 13%.
+        assert_eq!(d.findings.len(), 1, "{:?}", d.findings);
+        assert_eq!(d.findings[0].kind, FindingKind::SpecDrift);
+        assert_eq!(
+            d.findings[0].message,
+            "SpecDrift: istio-proxy cpu spec 500m vs history 285m (-43%)"
+        );
     }
 
     #[test]
@@ -815,12 +867,14 @@ mod tests {
         let s = spec(SPEC);
         // proxy 450m of 500m = 90%; app 400m of 1000m = 40% → differ by 56% > 30%
         let u = usage(cu(0.45, 40), Some(cu(0.4, 478)), Some(6.0));
-        let d = run(Some(&s), Some(&u));
-        let kinds: Vec<_> = d
-            .findings
-            .iter()
-            .map(|f| (f.kind, f.message.clone()))
-            .collect();
+        let imbalanced = |d: &Decision| -> Vec<(FindingKind, String)> {
+            d.findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::ProxyMasterImbalance)
+                .map(|f| (f.kind, f.message.clone()))
+                .collect()
+        };
+        let kinds = imbalanced(&run(Some(&s), Some(&u)));
         assert_eq!(kinds.len(), 1, "{kinds:?}");
         assert_eq!(kinds[0].0, FindingKind::ProxyMasterImbalance);
         assert!(
@@ -833,10 +887,10 @@ mod tests {
         // 40Mi/80Mi = 50% vs 478Mi/956Mi = 50%: balanced memory, no warning for it.
         // Balanced cpu: proxy 400m/500m=80%, app 700m/1000m=70% → 12.5% apart.
         let u = usage(cu(0.4, 40), Some(cu(0.7, 478)), Some(6.0));
-        assert!(run(Some(&s), Some(&u)).findings.is_empty());
+        assert!(imbalanced(&run(Some(&s), Some(&u))).is_empty());
         // Without declared requests there is no utilisation to compare.
         let u = usage(cu(0.45, 40), Some(cu(0.4, 478)), Some(6.0));
-        assert!(run(None, Some(&u)).findings.is_empty());
+        assert!(imbalanced(&run(None, Some(&u))).is_empty());
     }
 
     #[test]
