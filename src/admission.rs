@@ -355,28 +355,38 @@ fn app_container(pod: &Pod) -> (Option<&str>, Declared) {
     )
 }
 
-fn size(
+/// Everything decided for one pod, shared by the webhook and `review`.
+pub struct Evaluation {
+    pub decision: Decision,
+    /// The patch, validated against the pod; or why the pod cannot be sized.
+    pub planned: Result<Planned, patch::PatchError>,
+    /// Warning about the workload's spec file, if its current version is invalid.
+    pub spec_warning: Option<String>,
+    /// The patched pod, when the patch validated.
+    pub patched: Option<Pod>,
+}
+
+/// Spec + usage + policy → decision → validated patch, for `pod` of `workload`.
+pub fn evaluate(
     pod: &Pod,
-    workload: Workload,
-    mut b: Builder,
+    workload: &Workload,
     settings: &Settings,
     specs: &SpecStore,
     usage: &UsageSnapshot,
-) -> Answer {
+) -> Evaluation {
     let entry = specs.get(&workload.namespace, &workload.name);
-    if let Some(e) = entry {
-        if let Some(err) = &e.error {
-            let kept = if e.spec.is_some() {
-                "last good version in use"
-            } else {
-                "spec ignored"
-            };
-            b.warn(&format!(
-                "sidecar-sizer: spec {}/{}.yaml invalid ({kept}): {err}",
-                workload.namespace, workload.name
-            ));
-        }
-    }
+    let spec_warning = entry.and_then(|e| {
+        let err = e.error.as_ref()?;
+        let kept = if e.spec.is_some() {
+            "last good version in use"
+        } else {
+            "spec ignored"
+        };
+        Some(format!(
+            "sidecar-sizer: spec {}/{}.yaml invalid ({kept}): {err}",
+            workload.namespace, workload.name
+        ))
+    });
     let spec = entry.and_then(|e| e.spec.as_deref());
     let (app, app_requests_in_pod) = app_container(pod);
     let decision = sizing::decide(
@@ -388,15 +398,40 @@ fn size(
         },
         &settings.policy,
     );
+    let mut patched = None;
+    let planned = patch::plan(pod, &decision, settings.patch).and_then(|p| {
+        patched = Some(patch::validate(pod, &p.ops)?);
+        Ok(p)
+    });
+    Evaluation {
+        decision,
+        planned,
+        spec_warning,
+        patched,
+    }
+}
+
+fn size(
+    pod: &Pod,
+    workload: Workload,
+    mut b: Builder,
+    settings: &Settings,
+    specs: &SpecStore,
+    usage: &UsageSnapshot,
+) -> Answer {
+    let Evaluation {
+        decision,
+        planned,
+        spec_warning,
+        ..
+    } = evaluate(pod, &workload, settings, specs, usage);
     let mut answer = blank_answer(b.mode, Outcome::Error);
     answer.source = Some(decision.source);
     answer.finding_kinds = decision.findings.iter().map(|f| f.kind).collect();
-    if entry.is_some_and(|e| e.error.is_some()) {
+    if let Some(w) = &spec_warning {
+        b.warn(w);
         answer.finding_kinds.push(FindingKind::SpecError);
     }
-
-    let planned = patch::plan(pod, &decision, settings.patch)
-        .and_then(|p| patch::validate(pod, &p.ops).map(|_| p));
     let planned = match planned {
         Ok(p) => p,
         Err(e) => {
@@ -452,7 +487,7 @@ fn size(
     b.finish(answer)
 }
 
-fn finding_warnings(findings: &[Finding], planned: &Planned) -> Vec<String> {
+pub fn finding_warnings(findings: &[Finding], planned: &Planned) -> Vec<String> {
     let mut out: Vec<String> = findings
         .iter()
         .map(|f| format!("sidecar-sizer: {}", f.message))
@@ -468,7 +503,7 @@ fn finding_warnings(findings: &[Finding], planned: &Planned) -> Vec<String> {
 
 /// What the proxy would get without us: its container's resources if present, else the
 /// pod's Istio annotations, else Istio's defaults.
-fn current_size(pod: &Pod, policy: &Policy) -> (Resources, Resources) {
+pub fn current_size(pod: &Pod, policy: &Policy) -> (Resources, Resources) {
     let mut req = policy.default_requests;
     let mut lim = policy.default_limits;
     let ann = |k: &str| annotation(pod, k);

@@ -42,9 +42,64 @@ pub enum Command {
     /// Team spec files.
     #[command(subcommand)]
     Spec(SpecCommand),
+    /// Review manifests (files, directories or - for stdin): what the webhook would do.
+    Review(Box<ReviewArgs>),
     /// The usage history store: import once, or show what the sizer knows.
     #[command(subcommand)]
     History(HistoryCommand),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReviewFormat {
+    /// Aligned columns (colour only on a terminal).
+    Table,
+    /// A pull-request comment.
+    Markdown,
+    /// One JSON document: an array of decisions.
+    Json,
+    /// Unified diff of the manifests with the pod-template changes.
+    Diff,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Exit codes: 0 fine, 1 error (an input unreadable; the rest is still reviewed), \
+2 changes proposed (with --fail-on-change), 3 warnings (with --fail-on-warning); 2 wins over 3."
+)]
+pub struct ReviewArgs {
+    /// Manifest files or directories (*.yaml, *.yml, *.json), or - for stdin.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ReviewFormat::Table)]
+    pub format: ReviewFormat,
+    /// Write the proposed pod-template annotations (and istio-proxy resources) into the files.
+    #[arg(long)]
+    pub write: bool,
+    /// Exit 2 when a change is proposed.
+    #[arg(long)]
+    pub fail_on_change: bool,
+    /// Exit 3 when any warning is reported.
+    #[arg(long)]
+    pub fail_on_warning: bool,
+    /// Namespace of objects that have none.
+    #[arg(long, default_value = "default", env = "SIDECAR_SIZER_NAMESPACE")]
+    pub namespace: String,
+    /// Team specs: DIR/<namespace>/<workload>.yaml.
+    #[arg(long, env = "SIDECAR_SIZER_SPEC_DIR")]
+    pub spec_dir: Option<PathBuf>,
+    /// Usage history file (CSV).
+    #[arg(long, env = "SIDECAR_SIZER_HISTORY")]
+    pub history: Option<PathBuf>,
+    /// History store to read (history.json).
+    #[arg(long, env = "SIDECAR_SIZER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Replace explicit sidecar.istio.io/proxy* annotations instead of keeping them.
+    #[arg(long, env = "SIDECAR_SIZER_OVERRIDE_EXPLICIT")]
+    pub override_explicit: bool,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -12,6 +12,7 @@ pub mod history_cmd;
 pub mod metrics;
 pub mod patch;
 pub mod quantity;
+pub mod review;
 pub mod server;
 pub mod sizing;
 pub mod spec;

@@ -1,6 +1,6 @@
 use clap::Parser;
 use sidecar_sizer::cli::{Cli, Command, HistoryCommand, LogFormat, SpecCommand};
-use sidecar_sizer::{certs, history_cmd, server, spec};
+use sidecar_sizer::{certs, history_cmd, review, server, spec};
 use std::process::ExitCode;
 
 fn init_logging(format: LogFormat) {
@@ -83,6 +83,13 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Review(args) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            ExitCode::from(runtime.block_on(review::run(&args, color)))
         }
         Command::History(HistoryCommand::Show(args)) => match history_cmd::load_for_show(&args) {
             Ok(snap) => {
