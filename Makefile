@@ -8,7 +8,7 @@ CERT_NAMES := --dns localhost --dns sidecar-sizer --dns sidecar-sizer.sidecar-si
               --dns sidecar-sizer.sidecar-sizer.svc --dns sidecar-sizer.sidecar-sizer.svc.cluster.local \
               --ip 127.0.0.1
 
-.PHONY: all build run test test-deps lint fmt certs clean
+.PHONY: all build run test test-deps manifests-check manifests-static lint fmt certs clean
 
 all: build
 
@@ -35,6 +35,7 @@ run: build certs/tls.crt
 test: test-deps
 	$(CARGO) build --all-targets --locked
 	$(CARGO) test --all-targets --locked
+	$(MAKE) --no-print-directory manifests-check
 
 test-deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
@@ -42,6 +43,18 @@ test-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+# Render every overlay and validate every object (run by `make test`).
+manifests-check: test-deps manifests-static
+	scripts/manifests-check.sh
+
+# The static-certs overlay's generated/ files from certs/ (made if missing).
+manifests-static: certs/tls.crt
+	mkdir -p manifests/overlays/static-certs/generated
+	cp certs/tls.crt certs/tls.key manifests/overlays/static-certs/generated/
+	ca=$$(base64 -w0 < certs/ca.crt); \
+	printf -- '- op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: %s\n- op: add\n  path: /webhooks/1/clientConfig/caBundle\n  value: %s\n' "$$ca" "$$ca" \
+	  > manifests/overlays/static-certs/generated/cabundle-patch.yaml
 
 lint:
 	$(CARGO) fmt --all -- --check
