@@ -252,6 +252,16 @@ pub struct ServeArgs {
     /// Usage history file (CSV, see README "History file"); re-read when it changes.
     #[arg(long, env = "SIDECAR_SIZER_HISTORY")]
     pub history: Option<PathBuf>,
+    /// Also read team specs from ConfigMaps labelled sidecar-sizer.io/spec=true (all
+    /// namespaces, key <workload>.yaml); they win over --spec-dir for the same workload.
+    #[arg(long, env = "SIDECAR_SIZER_SPEC_CONFIGMAPS")]
+    pub spec_configmaps: bool,
+    /// Kubernetes API URL for --spec-configmaps (default: in-cluster, else kubeconfig).
+    #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
+    /// Seconds start-up waits for the first ConfigMap list before turning ready anyway.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds, env = "SIDECAR_SIZER_SPEC_SYNC_TIMEOUT")]
+    pub spec_sync_timeout: f64,
     /// Persist learned history here (history.json) and load it at start; none: memory only.
     #[arg(long, env = "SIDECAR_SIZER_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -406,6 +416,11 @@ impl ServeArgs {
             state_dir: self.state_dir.clone(),
             prometheus: self.prometheus.to_config(),
             prometheus_refresh: self.prometheus.prometheus_refresh,
+            spec_configmaps: self.spec_configmaps.then(|| match &self.kube_api_url {
+                Some(url) => crate::configmaps::KubeSource::Url(url.clone()),
+                None => crate::configmaps::KubeSource::Default,
+            }),
+            spec_sync_timeout: Duration::from_secs_f64(self.spec_sync_timeout),
             history_max_age: self.prometheus.history_max_age,
             settings: Settings {
                 policy: self.policy.to_policy(),

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod configmaps;
 pub mod history;
 pub mod history_cmd;
 pub mod metrics;

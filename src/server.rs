@@ -39,6 +39,10 @@ pub struct ServeConfig {
     /// Learn history from Prometheus in the background.
     pub prometheus: Option<PromConfig>,
     pub prometheus_refresh: Duration,
+    /// Also read specs from ConfigMaps labelled `sidecar-sizer.io/spec=true`.
+    pub spec_configmaps: Option<crate::configmaps::KubeSource>,
+    /// How long start-up waits for the first ConfigMap list before turning ready anyway.
+    pub spec_sync_timeout: Duration,
     /// Learned history older than this is treated as absent.
     pub history_max_age: Duration,
     pub settings: Settings,
@@ -51,7 +55,10 @@ pub struct ServeConfig {
 /// State shared by the handlers and the background tasks.
 pub struct Shared {
     pub settings: Settings,
+    /// What admissions read: `--spec-dir` overlaid by ConfigMap specs.
     pub specs: ArcSwap<SpecStore>,
+    pub dir_specs: ArcSwap<SpecStore>,
+    pub cm_specs: ArcSwap<SpecStore>,
     /// What admissions read: the history file overlaid with fresh learned history.
     pub usage: ArcSwap<UsageSnapshot>,
     /// From `--history FILE`.
@@ -66,6 +73,22 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Rebuild `specs` from the spec dir and the ConfigMaps (a ConfigMap spec wins over a
+    /// file for the same workload).
+    pub fn recombine_specs(&self) {
+        let _guard = self.combine.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.dir_specs.load();
+        let cm = self.cm_specs.load();
+        let combined = if cm.is_empty() && cm.errors.is_empty() {
+            (**dir).clone()
+        } else {
+            dir.overlaid(&cm)
+        };
+        self.metrics.spec_errors.set(combined.errors.len() as i64);
+        self.metrics.specs_loaded.set(combined.len() as i64);
+        self.specs.store(Arc::new(combined));
+    }
+
     /// Rebuild `usage` from the file and the learned history. With `force == false` only
     /// when the learned history crossed the max age since the last call.
     pub fn recombine(&self, force: bool) {
@@ -232,17 +255,15 @@ struct Reloader {
 impl Reloader {
     fn reload_specs(&mut self) {
         let Some(dir) = &self.spec_dir else { return };
-        let prev = self.shared.specs.load_full();
+        let prev = self.shared.dir_specs.load_full();
         let next = SpecStore::load_dir(dir, &prev);
         for e in &next.errors {
             if !prev.errors.contains(e) {
                 tracing::warn!(path = %e.path.display(), error = %e.message, "spec error");
             }
         }
-        let m = &self.shared.metrics;
-        m.spec_errors.set(next.errors.len() as i64);
-        m.specs_loaded.set(next.len() as i64);
-        self.shared.specs.store(Arc::new(next));
+        self.shared.dir_specs.store(Arc::new(next));
+        self.shared.recombine_specs();
     }
 
     /// Reload the history file when it changed. Returns an error only at start-up use.
@@ -314,6 +335,7 @@ pub struct Running {
     health_task: JoinHandle<std::io::Result<()>>,
     reload_task: JoinHandle<()>,
     refresh_task: Option<JoinHandle<()>>,
+    cm_task: Option<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -326,7 +348,7 @@ impl Running {
         let _ = self.health_stop.send(true);
         let health = self.health_task.await;
         self.reload_task.abort();
-        if let Some(t) = &self.refresh_task {
+        for t in [&self.refresh_task, &self.cm_task].into_iter().flatten() {
             t.abort();
         }
         tls.context("admission server task")?
@@ -358,6 +380,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let shared = Arc::new(Shared {
         settings: config.settings.clone(),
         specs: ArcSwap::from_pointee(SpecStore::default()),
+        dir_specs: ArcSwap::from_pointee(SpecStore::default()),
+        cm_specs: ArcSwap::from_pointee(SpecStore::default()),
         usage: ArcSwap::from_pointee(UsageSnapshot::default()),
         file_usage: ArcSwap::from_pointee(UsageSnapshot::default()),
         learned: ArcSwap::from_pointee(UsageSnapshot::default()),
@@ -456,6 +480,30 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }
     });
 
+    let cm_task = match &config.spec_configmaps {
+        Some(source) => {
+            let client = crate::configmaps::client(source)
+                .await
+                .context("--spec-configmaps: cannot build a Kubernetes client")?;
+            let synced = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn(crate::configmaps::watch(
+                client,
+                shared.clone(),
+                synced.clone(),
+            ));
+            if tokio::time::timeout(config.spec_sync_timeout, synced.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    timeout_ms = config.spec_sync_timeout.as_millis() as u64,
+                    "configmap specs not listed yet; serving with the spec dir only until they are"
+                );
+            }
+            Some(task)
+        }
+        None => None,
+    };
     let refresh_task = config.prometheus.clone().map(|cfg| {
         tokio::spawn(refresh_loop(
             shared.clone(),
@@ -484,6 +532,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         health_task,
         reload_task,
         refresh_task,
+        cm_task,
         grace: config.shutdown_grace,
     })
 }

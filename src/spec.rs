@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// Largest spec file we read; a team spec is a few hundred bytes.
 const MAX_SPEC_BYTES: u64 = 1024 * 1024;
@@ -236,7 +235,9 @@ pub struct SpecEntry {
     pub spec: Option<Arc<Spec>>,
     /// Why the file's current version was rejected.
     pub error: Option<String>,
-    stamp: Option<(SystemTime, u64)>,
+    /// What identifies this version of the source (file mtime + size, ConfigMap
+    /// resourceVersion): unchanged sources are not parsed again.
+    stamp: Option<String>,
 }
 
 /// An error found while loading the spec directory, with its location.
@@ -271,6 +272,71 @@ impl SpecStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// `self` with every workload of `over` laid on top (whole entries replaced); the
+    /// errors of both.
+    pub fn overlaid(&self, over: &SpecStore) -> SpecStore {
+        let mut out = self.clone();
+        for (ns, m) in &over.by_namespace {
+            let slot = out.by_namespace.entry(ns.clone()).or_default();
+            for (wl, e) in m {
+                slot.insert(wl.clone(), e.clone());
+            }
+        }
+        out.errors.extend(over.errors.iter().cloned());
+        out
+    }
+
+    /// Specs from ConfigMaps: each key `<workload>.yaml` (or `.yml`) of a ConfigMap in a
+    /// namespace is that workload's spec. `(namespace, name, resourceVersion, data)` each.
+    pub fn from_configmaps<'a>(
+        configmaps: impl IntoIterator<
+            Item = (
+                &'a str,
+                &'a str,
+                &'a str,
+                &'a std::collections::BTreeMap<String, String>,
+            ),
+        >,
+        previous: &SpecStore,
+    ) -> SpecStore {
+        let mut store = SpecStore::default();
+        let mut sorted: Vec<_> = configmaps.into_iter().collect();
+        sorted.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (ns, name, version, data) in sorted {
+            for (key, text) in data {
+                let Some(workload) = key
+                    .strip_suffix(".yaml")
+                    .or_else(|| key.strip_suffix(".yml"))
+                else {
+                    continue;
+                };
+                let path = PathBuf::from(format!("configmap {ns}/{name} key {key}"));
+                let slot = store.by_namespace.entry(ns.to_string()).or_default();
+                if let Some(first) = slot.get(workload) {
+                    store.errors.push(SpecError {
+                        path: path.clone(),
+                        message: format!("duplicate of {}; ignored", first.path.display()),
+                    });
+                    continue;
+                }
+                let prev = previous.get(ns, workload).filter(|p| p.path == path);
+                let stamp = Some(version.to_string());
+                let e = match prev {
+                    Some(p) if !version.is_empty() && p.stamp == stamp => p.clone(),
+                    _ => entry(path.clone(), parse(text), prev, stamp),
+                };
+                if let Some(msg) = &e.error {
+                    store.errors.push(SpecError {
+                        path,
+                        message: msg.clone(),
+                    });
+                }
+                slot.insert(workload.to_string(), e);
+            }
+        }
+        store
     }
 
     /// Load `dir`, reusing unchanged files of `previous` and keeping the last good
@@ -358,24 +424,32 @@ fn load_file(path: &Path, prev: Option<&SpecEntry>) -> SpecEntry {
     let prev = prev.filter(|p| p.path == path);
     let stamp = std::fs::metadata(path)
         .ok()
-        .and_then(|m| Some((m.modified().ok()?, m.len())));
+        .and_then(|m| Some(format!("{:?}/{}", m.modified().ok()?, m.len())));
     if let Some(p) = prev {
         if stamp.is_some() && p.stamp == stamp {
             return p.clone();
         }
     }
-    let last_good = prev.and_then(|p| p.spec.clone());
-    let result = read_spec_file(path);
+    entry(path.to_path_buf(), read_spec_file(path), prev, stamp)
+}
+
+/// A new entry from a parse result, keeping `prev`'s spec when the new version is bad.
+fn entry(
+    path: PathBuf,
+    result: Result<Spec, String>,
+    prev: Option<&SpecEntry>,
+    stamp: Option<String>,
+) -> SpecEntry {
     match result {
         Ok(spec) => SpecEntry {
-            path: path.to_path_buf(),
+            path,
             spec: Some(Arc::new(spec)),
             error: None,
             stamp,
         },
         Err(message) => SpecEntry {
-            path: path.to_path_buf(),
-            spec: last_good,
+            path,
+            spec: prev.and_then(|p| p.spec.clone()),
             error: Some(message),
             stamp,
         },

@@ -47,6 +47,9 @@ pub struct Opts {
     pub prometheus: Option<sidecar_sizer::history::prometheus::PromConfig>,
     pub prometheus_refresh: Duration,
     pub history_max_age: Duration,
+    pub spec_configmaps: Option<sidecar_sizer::configmaps::KubeSource>,
+    /// Serve these TLS files (cert, key, CA PEM) instead of a fresh pair.
+    pub tls: Option<(PathBuf, PathBuf, String)>,
     pub settings: Settings,
 }
 
@@ -59,6 +62,8 @@ impl Default for Opts {
             prometheus: None,
             prometheus_refresh: Duration::from_secs(3600),
             history_max_age: Duration::from_secs(72 * 3600),
+            spec_configmaps: None,
+            tls: None,
             settings: Settings::default(),
         }
     }
@@ -69,20 +74,33 @@ impl TestServer {
         // reqwest is built without a default crypto provider: use ring, like the server.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let bundle =
-            certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()]).unwrap();
-        certs::write(dir.path(), &bundle).unwrap();
+        let (tls_cert, tls_key, ca_pem) = match opts.tls {
+            Some(t) => t,
+            None => {
+                let bundle =
+                    certs::generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()])
+                        .unwrap();
+                certs::write(dir.path(), &bundle).unwrap();
+                (
+                    dir.path().join("tls.crt"),
+                    dir.path().join("tls.key"),
+                    bundle.ca_pem,
+                )
+            }
+        };
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             health_listen: "127.0.0.1:0".parse().unwrap(),
-            tls_cert: dir.path().join("tls.crt"),
-            tls_key: dir.path().join("tls.key"),
+            tls_cert,
+            tls_key,
             spec_dir: opts.spec_dir,
             history: opts.history,
             state_dir: opts.state_dir,
             prometheus: opts.prometheus,
             prometheus_refresh: opts.prometheus_refresh,
             history_max_age: opts.history_max_age,
+            spec_configmaps: opts.spec_configmaps,
+            spec_sync_timeout: Duration::from_secs(10),
             settings: opts.settings,
             reload_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
@@ -93,7 +111,7 @@ impl TestServer {
         TestServer {
             running: Some(running),
             dir,
-            ca_pem: bundle.ca_pem,
+            ca_pem,
             base,
             health,
         }
