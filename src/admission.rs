@@ -55,6 +55,8 @@ pub enum Outcome {
     Skipped,
     /// Something stopped us from sizing: allowed, no patch, a warning.
     Error,
+    /// Overloaded or out of time: allowed, no patch, a warning, no sizing done.
+    Shed,
 }
 
 impl Outcome {
@@ -65,6 +67,7 @@ impl Outcome {
             Outcome::Reviewed => "reviewed",
             Outcome::Skipped => "skipped",
             Outcome::Error => "error",
+            Outcome::Shed => "shed",
         }
     }
 }
@@ -265,6 +268,51 @@ pub fn review(
     Ok(size(pod, workload, b, settings, specs, usage))
 }
 
+/// Answer without sizing (overload, deadline): allowed, no patch, a warning. Only the uid
+/// is read from the body; a body that is not an AdmissionReview is still a 400.
+pub fn shed(body: &[u8], path_mode: Mode, why: &str) -> Result<Answer, BadRequest> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "apiVersion", borrow)]
+        api_version: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        request: Option<Req<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Req<'a> {
+        #[serde(borrow)]
+        uid: Option<std::borrow::Cow<'a, str>>,
+    }
+    let head: Head<'_> = serde_json::from_slice(body).map_err(|e| {
+        BadRequest(format!(
+            "body is not an AdmissionReview: {}",
+            describe_decode_error(&e)
+        ))
+    })?;
+    check_types(
+        head.api_version.as_deref().unwrap_or(""),
+        head.kind.as_deref().unwrap_or(""),
+    )?;
+    let uid = head
+        .request
+        .and_then(|r| r.uid)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| BadRequest("AdmissionReview request has no uid".into()))?;
+    let mut b = Builder {
+        uid: uid.into_owned(),
+        mode: path_mode,
+        warnings: Vec::new(),
+        audit: BTreeMap::new(),
+        patch: None,
+    };
+    b.warn(&format!("sidecar-sizer: pod not sized: {why}"));
+    let mut a = blank_answer(path_mode, Outcome::Shed);
+    a.detail = Some(why.to_string());
+    Ok(b.finish(a))
+}
+
 fn check_types(api_version: &str, kind: &str) -> Result<(), BadRequest> {
     if api_version != "admission.k8s.io/v1" || kind != "AdmissionReview" {
         return Err(BadRequest(format!(
@@ -302,11 +350,28 @@ fn undecodable(
         patch: None,
     };
     b.warn(&format!(
-        "sidecar-sizer: pod not sized: cannot decode request: {typed_err}"
+        "sidecar-sizer: pod not sized: {}",
+        describe_decode_error(typed_err)
     ));
     let mut a = blank_answer(mode, Outcome::Error);
-    a.detail = Some(format!("cannot decode request: {typed_err}"));
+    a.detail = Some(describe_decode_error(typed_err));
     Ok(b.finish(a))
+}
+
+/// Where and what kind of decode error, without serde's message: it quotes the offending
+/// value, which may be an env value or a secret, and must not reach warnings or logs.
+fn describe_decode_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Data => "a field has the wrong type or value",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Eof => "truncated JSON",
+        serde_json::error::Category::Io => "read error",
+    };
+    format!(
+        "cannot decode the request as a pod review: {what} at line {} column {}",
+        e.line(),
+        e.column()
+    )
 }
 
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {

@@ -83,6 +83,34 @@ pub fn generate(dns: &[String], ips: &[IpAddr]) -> anyhow::Result<CertBundle> {
     })
 }
 
+/// A fresh CA and a client certificate signed by it (for `--client-ca` tests and setups:
+/// the apiserver presents such a certificate via its admission kubeconfig).
+pub fn generate_client(common_name: &str) -> anyhow::Result<CertBundle> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, "sidecar-sizer client CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, common_name);
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+    Ok(CertBundle {
+        ca_pem: ca_cert.pem(),
+        cert_pem: leaf_cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    })
+}
+
 /// Write `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`.
 pub fn write(dir: &Path, bundle: &CertBundle) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -113,8 +141,13 @@ pub fn write(dir: &Path, bundle: &CertBundle) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// rustls server config (ring provider, TLS 1.2+, ALPN h2 and http/1.1) from PEM bytes.
-pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<ServerConfig>> {
+/// rustls server config (ring provider, TLS 1.2+, ALPN h2 and http/1.1) from PEM bytes;
+/// with `client_ca_pem`, clients must present a certificate signed by that CA.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: Option<&[u8]>,
+) -> anyhow::Result<Arc<ServerConfig>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .context("reading certificate PEM")?;
@@ -122,27 +155,60 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<Serv
         return Err(anyhow!("no certificate found in the certificate PEM"));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).context("reading private key PEM")?;
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("TLS versions")?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .context("certificate and key do not form a valid pair")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(cert.context("reading client CA PEM")?)
+                    .context("client CA certificate")?;
+            }
+            if roots.is_empty() {
+                return Err(anyhow!("no certificate found in the client CA PEM"));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .context("client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .context("certificate and key do not form a valid pair")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// Read cert and key files and build the server config.
-pub fn load_server_config(cert: &Path, key: &Path) -> anyhow::Result<(Arc<ServerConfig>, Vec<u8>)> {
+/// Read cert, key (and client CA) files and build the server config; the second value
+/// is the files' content, to notice when they change.
+pub fn load_server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<(Arc<ServerConfig>, Vec<u8>)> {
     let cert_pem =
         std::fs::read(cert).with_context(|| format!("reading --tls-cert {}", cert.display()))?;
     let key_pem =
         std::fs::read(key).with_context(|| format!("reading --tls-key {}", key.display()))?;
-    let config = server_config(&cert_pem, &key_pem)
+    let ca_pem = match client_ca {
+        Some(p) => {
+            Some(std::fs::read(p).with_context(|| format!("reading --client-ca {}", p.display()))?)
+        }
+        None => None,
+    };
+    let config = server_config(&cert_pem, &key_pem, ca_pem.as_deref())
         .with_context(|| format!("{} / {}", cert.display(), key.display()))?;
     let mut fingerprint = cert_pem;
     fingerprint.extend_from_slice(&key_pem);
+    fingerprint.extend_from_slice(ca_pem.as_deref().unwrap_or_default());
     Ok((config, fingerprint))
 }
 
@@ -155,10 +221,18 @@ mod tests {
         let b = generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()]).unwrap();
         assert!(b.ca_pem.contains("BEGIN CERTIFICATE"));
         assert!(b.key_pem.contains("PRIVATE KEY"));
-        server_config(b.cert_pem.as_bytes(), b.key_pem.as_bytes()).unwrap();
+        server_config(b.cert_pem.as_bytes(), b.key_pem.as_bytes(), None).unwrap();
+        let c = generate_client("kube-apiserver").unwrap();
+        server_config(
+            b.cert_pem.as_bytes(),
+            b.key_pem.as_bytes(),
+            Some(c.ca_pem.as_bytes()),
+        )
+        .unwrap();
         // The CA cert is not the leaf.
         assert_ne!(b.ca_pem, b.cert_pem);
         assert!(generate(&[], &[]).is_err());
-        assert!(server_config(b"", b.key_pem.as_bytes()).is_err());
+        assert!(server_config(b"", b.key_pem.as_bytes(), None).is_err());
+        assert!(server_config(b.cert_pem.as_bytes(), b.key_pem.as_bytes(), Some(b"")).is_err());
     }
 }

@@ -276,6 +276,25 @@ pub struct ServeArgs {
     /// Seconds between checks of the spec dir, history file and TLS files.
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds, env = "SIDECAR_SIZER_RELOAD_INTERVAL")]
     pub reload_interval: f64,
+    /// Seconds readiness is off after SIGTERM before the listener stops accepting.
+    #[arg(long, default_value_t = 2.0, value_parser = non_negative_seconds, env = "SIDECAR_SIZER_SHUTDOWN_DELAY")]
+    pub shutdown_delay: f64,
+    /// Require TLS client certificates signed by this CA (PEM), i.e. only the apiserver
+    /// (configured with a client certificate in its admission kubeconfig) may call.
+    #[arg(long, env = "SIDECAR_SIZER_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Open TLS connections at most; more are closed at accept.
+    #[arg(long, default_value_t = 1024, env = "SIDECAR_SIZER_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// Reviews read or sized at once; more are answered allowed, unsized, at once.
+    #[arg(long, default_value_t = 256, env = "SIDECAR_SIZER_MAX_INFLIGHT")]
+    pub max_inflight: usize,
+    /// Seconds a client has to send its request headers, and to finish the TLS handshake.
+    #[arg(long, default_value_t = 5.0, value_parser = positive_seconds, env = "SIDECAR_SIZER_HEADER_TIMEOUT")]
+    pub header_timeout: f64,
+    /// Upper bound on the time spent per review (the apiserver's ?timeout= lowers it to 80 %).
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds, env = "SIDECAR_SIZER_MAX_BUDGET")]
+    pub max_budget: f64,
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds, env = "SIDECAR_SIZER_SHUTDOWN_GRACE")]
     pub shutdown_grace: f64,
@@ -367,6 +386,13 @@ fn memory_arg(s: &str) -> Result<Memory, QuantityError> {
     Memory::parse(s)
 }
 
+fn non_negative_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..1e9).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds >= 0")),
+    }
+}
+
 fn positive_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
@@ -431,6 +457,16 @@ impl ServeArgs {
             },
             reload_interval: Duration::from_secs_f64(self.reload_interval),
             shutdown_grace: Duration::from_secs_f64(self.shutdown_grace),
+            shutdown_delay: Duration::from_secs_f64(self.shutdown_delay),
+            client_ca: self.client_ca.clone(),
+            limits: crate::limits::Limits {
+                max_connections: self.max_connections,
+                max_inflight: self.max_inflight,
+                handshake_timeout: Duration::from_secs_f64(self.header_timeout),
+                header_read_timeout: Duration::from_secs_f64(self.header_timeout),
+                max_budget: Duration::from_secs_f64(self.max_budget),
+                ..crate::limits::Limits::default()
+            },
         }
     }
 }

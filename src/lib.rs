@@ -10,6 +10,7 @@ pub mod cli;
 pub mod configmaps;
 pub mod history;
 pub mod history_cmd;
+pub mod limits;
 pub mod metrics;
 pub mod patch;
 pub mod quantity;

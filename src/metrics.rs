@@ -31,6 +31,7 @@ pub struct Metrics {
     pub history_workloads: Gauge,
     pub history_age_seconds: Gauge<f64, AtomicU64>,
     pub tls_reloads: Counter,
+    pub connections_refused: Counter,
     pub reload_failures: Family<KindLabel, Counter>,
     pub history_stale: Gauge,
     pub history_refreshes: Family<KindLabel, Counter>,
@@ -52,7 +53,7 @@ impl Metrics {
         let admission_duration = Histogram::new(exponential_buckets(50e-6, 2.0, 16));
         registry.register(
             "admission_duration_seconds",
-            "Time to answer one AdmissionReview, from body received to response encoded",
+            "Time to answer one AdmissionReview, from the start of reading its body to the encoded response",
             admission_duration.clone(),
         );
         let decisions = Family::<DecisionLabels, Counter>::default();
@@ -70,7 +71,7 @@ impl Metrics {
         let bad_requests = Counter::default();
         registry.register(
             "bad_requests",
-            "Request bodies rejected with HTTP 400 (not an AdmissionReview v1)",
+            "Requests rejected: 400 (not an AdmissionReview v1), 413 (body over 3 MiB), 408 (body too slow)",
             bad_requests.clone(),
         );
         let spec_errors = Gauge::default();
@@ -109,6 +110,12 @@ impl Metrics {
             "Background reloads that failed and kept the previous state, by what was reloaded",
             reload_failures.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept because --max-connections were open",
+            connections_refused.clone(),
+        );
         let history_stale = Gauge::default();
         registry.register(
             "history_stale",
@@ -140,6 +147,7 @@ impl Metrics {
             history_refresh_duration_seconds.clone(),
         );
         Metrics {
+            connections_refused,
             history_stale,
             history_refreshes,
             history_series,

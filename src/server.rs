@@ -9,8 +9,7 @@ use crate::metrics::{DecisionLabels, KindLabel, Metrics};
 use crate::spec::SpecStore;
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -50,6 +49,12 @@ pub struct ServeConfig {
     pub reload_interval: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// After SIGTERM, readiness is off for this long before the listener stops accepting,
+    /// so endpoints stop sending new reviews first.
+    pub shutdown_delay: Duration,
+    /// Require client certificates signed by this CA (the apiserver's).
+    pub client_ca: Option<PathBuf>,
+    pub limits: crate::limits::Limits,
 }
 
 /// State shared by the handlers and the background tasks.
@@ -67,6 +72,8 @@ pub struct Shared {
     pub learned: ArcSwap<UsageSnapshot>,
     pub metrics: Metrics,
     pub ready: AtomicBool,
+    inflight: tokio::sync::Semaphore,
+    max_budget: Duration,
     history_max_age: Duration,
     /// Serializes `recombine`; holds whether learned history was stale last time.
     combine: Mutex<Option<bool>>,
@@ -124,11 +131,62 @@ impl Shared {
         self.usage.store(Arc::new(combined));
     }
 
-    fn admit(&self, body: &[u8], path_mode: Mode) -> Response {
+    /// One review: read the body within the budget, size (or shed), answer.
+    async fn handle(&self, req: Request, path_mode: Mode) -> Response {
         let start = Instant::now();
-        let specs = self.specs.load();
-        let usage = self.usage.load();
-        let result = admission::review(body, path_mode, &self.settings, &specs, &usage);
+        let budget = crate::limits::budget(req.uri().query(), self.max_budget);
+        let permit = self.inflight.try_acquire();
+        let body = match tokio::time::timeout(
+            budget,
+            axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                self.metrics.bad_requests.inc();
+                let too_big = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                return if too_big {
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body over {MAX_BODY_BYTES} bytes\n"),
+                    )
+                        .into_response()
+                } else {
+                    (StatusCode::BAD_REQUEST, "cannot read the request body\n").into_response()
+                };
+            }
+            Err(_) => {
+                self.metrics.bad_requests.inc();
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("request body not received within {budget:?}\n"),
+                )
+                    .into_response();
+            }
+        };
+        let why = if permit.is_err() {
+            Some(format!(
+                "overloaded ({} reviews in flight)",
+                self.max_inflight()
+            ))
+        } else if start.elapsed() >= budget {
+            Some(format!(
+                "out of time ({budget:?} budget spent reading the request)"
+            ))
+        } else {
+            None
+        };
+        let result = match &why {
+            Some(why) => admission::shed(&body, path_mode, why),
+            None => {
+                let specs = self.specs.load();
+                let usage = self.usage.load();
+                admission::review(&body, path_mode, &self.settings, &specs, &usage)
+            }
+        };
+        drop(permit);
         let elapsed = start.elapsed();
         self.metrics
             .admission_duration
@@ -144,6 +202,10 @@ impl Shared {
                 (StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()
             }
         }
+    }
+
+    fn max_inflight(&self) -> usize {
+        self.inflight.available_permits()
     }
 
     fn record(&self, a: &Answer, elapsed: Duration) {
@@ -186,12 +248,12 @@ impl Shared {
     }
 }
 
-async fn mutate(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    s.admit(&body, Mode::Enforce)
+async fn mutate(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    s.handle(req, Mode::Enforce).await
 }
 
-async fn dry_run(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    s.admit(&body, Mode::DryRun)
+async fn dry_run(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    s.handle(req, Mode::DryRun).await
 }
 
 async fn healthz() -> &'static str {
@@ -222,7 +284,6 @@ pub fn admission_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/dry-run", post(dry_run))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }
 
@@ -248,6 +309,7 @@ struct Reloader {
     history_stamp: Option<(SystemTime, u64)>,
     tls_cert: PathBuf,
     tls_key: PathBuf,
+    client_ca: Option<PathBuf>,
     tls_fingerprint: Vec<u8>,
     tls: RustlsConfig,
 }
@@ -299,7 +361,7 @@ impl Reloader {
     }
 
     fn reload_tls(&mut self) {
-        match certs::load_server_config(&self.tls_cert, &self.tls_key) {
+        match certs::load_server_config(&self.tls_cert, &self.tls_key, self.client_ca.as_deref()) {
             Ok((config, fp)) => {
                 if fp != self.tls_fingerprint {
                     self.tls.reload_from_config(config);
@@ -334,6 +396,7 @@ pub struct Running {
     tls_task: JoinHandle<std::io::Result<()>>,
     health_task: JoinHandle<std::io::Result<()>>,
     reload_task: JoinHandle<()>,
+    delay: Duration,
     refresh_task: Option<JoinHandle<()>>,
     cm_task: Option<JoinHandle<()>>,
     grace: Duration,
@@ -343,6 +406,7 @@ impl Running {
     /// Stop accepting, let in-flight requests finish (bounded by the grace period), stop.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shared.ready.store(false, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
         self.handle.graceful_shutdown(Some(self.grace));
         let tls = self.tls_task.await;
         let _ = self.health_stop.send(true);
@@ -370,7 +434,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         .policy
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid policy flags: {e}"))?;
-    let (tls_config, fingerprint) = certs::load_server_config(&config.tls_cert, &config.tls_key)?;
+    let (tls_config, fingerprint) = certs::load_server_config(
+        &config.tls_cert,
+        &config.tls_key,
+        config.client_ca.as_deref(),
+    )?;
     let tls = RustlsConfig::from_config(tls_config);
     if let Some(dir) = &config.spec_dir {
         if !dir.is_dir() {
@@ -387,6 +455,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         learned: ArcSwap::from_pointee(UsageSnapshot::default()),
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
+        inflight: tokio::sync::Semaphore::new(config.limits.max_inflight.max(1)),
+        max_budget: config.limits.max_budget,
         history_max_age: config.history_max_age,
         combine: Mutex::new(None),
     });
@@ -421,6 +491,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         history_stamp: None,
         tls_cert: config.tls_cert.clone(),
         tls_key: config.tls_key.clone(),
+        client_ca: config.client_ca.clone(),
         tls_fingerprint: fingerprint,
         tls: tls.clone(),
     };
@@ -440,7 +511,26 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let health_addr = health_listener.local_addr()?;
 
     let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(tls_listener, tls)?.handle(handle.clone());
+    let lim = &config.limits;
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+        .handshake_timeout(lim.handshake_timeout)
+        .acceptor(crate::limits::LimitAcceptor::new(
+            lim.max_connections,
+            shared.metrics.connections_refused.clone(),
+        ));
+    let mut server = axum_server::from_tcp(tls_listener)?
+        .acceptor(acceptor)
+        .handle(handle.clone());
+    let http = server.http_builder();
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(lim.header_read_timeout)
+        .keep_alive(true);
+    http.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(lim.max_streams)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
     let app = admission_router(shared.clone());
     let tls_task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
 
@@ -533,6 +623,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         reload_task,
         refresh_task,
         cm_task,
+        delay: config.shutdown_delay,
         grace: config.shutdown_grace,
     })
 }

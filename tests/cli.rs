@@ -72,6 +72,7 @@ fn certs_writes_a_ca_and_a_serving_pair() {
     sidecar_sizer::certs::load_server_config(
         &dir.path().join("tls.crt"),
         &dir.path().join("tls.key"),
+        None,
     )
     .unwrap();
 }

@@ -432,7 +432,7 @@ async fn bad_input() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("sidecar_sizer_bad_requests_total 3"),
+        metrics.contains("sidecar_sizer_bad_requests_total 4"),
         "{metrics}"
     );
     server.stop().await;

@@ -50,6 +50,8 @@ pub struct Opts {
     pub spec_configmaps: Option<sidecar_sizer::configmaps::KubeSource>,
     /// Serve these TLS files (cert, key, CA PEM) instead of a fresh pair.
     pub tls: Option<(PathBuf, PathBuf, String)>,
+    pub client_ca: Option<PathBuf>,
+    pub limits: sidecar_sizer::limits::Limits,
     pub settings: Settings,
 }
 
@@ -64,6 +66,8 @@ impl Default for Opts {
             history_max_age: Duration::from_secs(72 * 3600),
             spec_configmaps: None,
             tls: None,
+            client_ca: None,
+            limits: sidecar_sizer::limits::Limits::default(),
             settings: Settings::default(),
         }
     }
@@ -104,6 +108,9 @@ impl TestServer {
             settings: opts.settings,
             reload_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
+            shutdown_delay: Duration::ZERO,
+            client_ca: opts.client_ca,
+            limits: opts.limits,
         };
         let running = server::start(config).await.unwrap();
         let base = format!("https://127.0.0.1:{}", running.tls_addr.port());
