@@ -186,6 +186,33 @@ async fn serve_from_env_and_sigterm() {
         "the pod is never logged"
     );
 
+    // Secrets in the pod never reach the logs: a valid pod with an env value, and a pod
+    // whose field has the wrong type holding a secret (serde would quote it).
+    let secret = "s3cr3t-Value-9f8e7d";
+    let mut with_env = fixture("review-deployment-pod.json");
+    with_env["request"]["object"]["spec"]["containers"][0]["env"] =
+        serde_json::json!([{"name": "DB_PASSWORD", "value": secret}]);
+    let mut wrong_type = fixture("review-deployment-pod.json");
+    wrong_type["request"]["object"]["spec"]["containers"][0]["env"] = serde_json::json!(secret);
+    let mut answers = String::new();
+    for review in [&with_env, &wrong_type] {
+        let (status, _, body) = post(
+            &client,
+            &format!("https://127.0.0.1:{}/mutate", listen.port()),
+            serde_json::to_vec(review).unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        answers.push_str(&body.unwrap().to_string());
+    }
+    assert!(!answers.contains(secret), "a secret in a warning: {answers}");
+    let mut logged = Vec::new();
+    while let Ok(v) = rx.recv_timeout(Duration::from_millis(500)) {
+        logged.push(v.to_string());
+    }
+    assert!(logged.iter().filter(|l| l.contains("\"admission\"")).count() >= 2, "{logged:?}");
+    assert!(!logged.iter().any(|l| l.contains(secret)), "a secret in the logs: {logged:?}");
+
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
