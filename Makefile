@@ -8,7 +8,7 @@ CERT_NAMES := --dns localhost --dns sidecar-sizer --dns sidecar-sizer.sidecar-si
               --dns sidecar-sizer.sidecar-sizer.svc --dns sidecar-sizer.sidecar-sizer.svc.cluster.local \
               --ip 127.0.0.1
 
-.PHONY: all build run test test-deps manifests-check manifests-static lint fmt certs clean
+.PHONY: all build run test test-deps manifests-check manifests-static fuzz lint fmt certs clean
 
 all: build
 
@@ -55,6 +55,10 @@ manifests-static: certs/tls.crt
 	ca=$$(base64 -w0 < certs/ca.crt); \
 	printf -- '- op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: %s\n- op: add\n  path: /webhooks/1/clientConfig/caBundle\n  value: %s\n' "$$ca" "$$ca" \
 	  > manifests/overlays/static-certs/generated/cabundle-patch.yaml
+
+# cargo-fuzz targets (fuzz/, outside the main build), FUZZ_SECONDS each (default 60).
+fuzz:
+	scripts/fuzz.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -256,7 +256,8 @@ fn review_object(
         "" => ctx.namespace.to_string(),
         ns => ns.to_string(),
     };
-    let Some(template) = get(value, path) else {
+    // A template that is not a map (null, a string) cannot hold annotations: no template.
+    let Some(template) = get(value, path).filter(|t| t.is_mapping()) else {
         out.notes.push(format!(
             "{file}:{line}: skipped {kind} {name}: no pod template"
         ));
@@ -815,5 +816,35 @@ mod tests {
         assert_eq!((docs[2].text, docs[2].line), ("\nc: 3\n", 5));
         assert_eq!(seps, vec!["---\n", "--- # comment\n"]);
         assert!(is_blank("# only\n\n...\n"));
+    }
+
+    /// Found by `make fuzz`: a `template:` holding only a comment (null) was reported as
+    /// changed, but nothing could be written into it, so --write never converged.
+    #[test]
+    fn null_template_is_no_template() {
+        let (settings, specs, usage) = (
+            Settings::default(),
+            SpecStore::default(),
+            UsageSnapshot::default(),
+        );
+        let ctx = Context {
+            settings: &settings,
+            specs: &specs,
+            usage: &usage,
+            namespace: "default",
+        };
+        let text = "kind: Deployment\nmetadata:\n  name: cart\nspec:\n  template:\n    # nothing\n";
+        let out = review(
+            &[Input {
+                name: "x.yaml".into(),
+                path: None,
+                text: text.into(),
+            }],
+            &ctx,
+            true,
+        );
+        assert!(out.items.is_empty());
+        assert!(out.rewritten.is_empty());
+        assert!(out.notes[0].contains("no pod template"), "{:?}", out.notes);
     }
 }

@@ -205,13 +205,26 @@ async fn serve_from_env_and_sigterm() {
         assert_eq!(status, 200);
         answers.push_str(&body.unwrap().to_string());
     }
-    assert!(!answers.contains(secret), "a secret in a warning: {answers}");
+    assert!(
+        !answers.contains(secret),
+        "a secret in a warning: {answers}"
+    );
     let mut logged = Vec::new();
     while let Ok(v) = rx.recv_timeout(Duration::from_millis(500)) {
         logged.push(v.to_string());
     }
-    assert!(logged.iter().filter(|l| l.contains("\"admission\"")).count() >= 2, "{logged:?}");
-    assert!(!logged.iter().any(|l| l.contains(secret)), "a secret in the logs: {logged:?}");
+    assert!(
+        logged
+            .iter()
+            .filter(|l| l.contains("\"admission\""))
+            .count()
+            >= 2,
+        "{logged:?}"
+    );
+    assert!(
+        !logged.iter().any(|l| l.contains(secret)),
+        "a secret in the logs: {logged:?}"
+    );
 
     let pid = child.id().to_string();
     assert!(Command::new("kill")

@@ -9,10 +9,19 @@ use sidecar_sizer::sizing::{decide, Inputs, Policy, Source, PROXY};
 use sidecar_sizer::spec::{Declared, Spec};
 
 fn usage(cpu: f64, mem: u64, samples: u64, hours: f64, replicas: f64, oom: u32) -> WorkloadUsage {
-    let mut w = WorkloadUsage { avg_replicas: Some(replicas), ..Default::default() };
+    let mut w = WorkloadUsage {
+        avg_replicas: Some(replicas),
+        ..Default::default()
+    };
     w.containers.insert(
         PROXY.into(),
-        ContainerUsage { cpu_p95_cores: cpu, memory_max_bytes: mem, samples, hours, oom_kills: oom },
+        ContainerUsage {
+            cpu_p95_cores: cpu,
+            memory_max_bytes: mem,
+            samples,
+            hours,
+            oom_kills: oom,
+        },
     );
     w
 }

@@ -1,0 +1,77 @@
+//! Micro benchmarks: the whole review (parse → decide → patch → validate → serialize) and
+//! decide + patch alone, for a small, a typical (~10 KB, Istio injected) and a large
+//! (~100 KB) pod. Payloads come from `scripts/gen_payloads.py` (run by `make bench`).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::AdmissionReview;
+use sidecar_sizer::admission::{evaluate, review, Mode, Settings};
+use sidecar_sizer::history::load_history_file;
+use sidecar_sizer::spec::SpecStore;
+use sidecar_sizer::workload::identify;
+use std::hint::black_box;
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn payload(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("SIDECAR_SIZER_PAYLOADS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/bench/payloads"));
+    let path = dir.join(format!("{name}.json"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run `python3 scripts/gen_payloads.py` or `make bench`)",
+            path.display()
+        )
+    })
+}
+
+fn benches(c: &mut Criterion) {
+    let settings = Settings::default();
+    let specs = SpecStore::load_dir(&root().join("examples/specs"), &SpecStore::default());
+    let (usage, _) = load_history_file(&root().join("examples/history.csv")).unwrap();
+
+    let mut full = c.benchmark_group("review");
+    for name in ["small", "typical", "large"] {
+        let body = payload(name);
+        // Sanity: this payload is sized and patched.
+        let a = review(&body, Mode::Enforce, &settings, &specs, &usage).unwrap();
+        assert!(
+            String::from_utf8_lossy(&a.body).contains("\"patch\""),
+            "{name} not patched"
+        );
+        full.throughput(Throughput::Bytes(body.len() as u64));
+        full.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+            b.iter(|| review(black_box(body), Mode::Enforce, &settings, &specs, &usage).unwrap())
+        });
+    }
+    full.finish();
+
+    let mut dp = c.benchmark_group("decide+patch");
+    for name in ["small", "typical", "large"] {
+        let body = payload(name);
+        let ar: AdmissionReview<Pod> = serde_json::from_slice(&body).unwrap();
+        let req = ar.request.unwrap();
+        let pod = req.object.unwrap();
+        let wl = identify(&pod, req.namespace.as_deref()).unwrap();
+        dp.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| evaluate(black_box(&pod), &wl, &settings, &specs, &usage))
+        });
+    }
+    dp.finish();
+
+    let mut parse = c.benchmark_group("parse");
+    for name in ["small", "typical", "large"] {
+        let body = payload(name);
+        parse.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| serde_json::from_slice::<AdmissionReview<Pod>>(black_box(&body)).unwrap())
+        });
+    }
+    parse.finish();
+}
+
+criterion_group!(admission, benches);
+criterion_main!(admission);
