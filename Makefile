@@ -8,7 +8,7 @@ CERT_NAMES := --dns localhost --dns sidecar-sizer --dns sidecar-sizer.sidecar-si
               --dns sidecar-sizer.sidecar-sizer.svc --dns sidecar-sizer.sidecar-sizer.svc.cluster.local \
               --ip 127.0.0.1
 
-.PHONY: all build run test test-deps manifests-check manifests-static fuzz lint fmt certs clean
+.PHONY: all build run test test-deps manifests-check manifests-static bench fuzz lint fmt certs clean
 
 all: build
 
@@ -55,6 +55,14 @@ manifests-static: certs/tls.crt
 	ca=$$(base64 -w0 < certs/ca.crt); \
 	printf -- '- op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: %s\n- op: add\n  path: /webhooks/1/clientConfig/caBundle\n  value: %s\n' "$$ca" "$$ca" \
 	  > manifests/overlays/static-certs/generated/cabundle-patch.yaml
+
+# Benchmarks (never part of `make test`): criterion micro benches, then the macro run
+# against the fixed-response baseline with oha; report in target/bench-report.md.
+bench:
+	$(CARGO) build --release --locked --bin sidecar-sizer --example baseline
+	python3 scripts/gen_payloads.py
+	$(CARGO) bench --locked --bench admission -- --warm-up-time 1 --measurement-time 3
+	python3 scripts/bench.py
 
 # cargo-fuzz targets (fuzz/, outside the main build), FUZZ_SECONDS each (default 60).
 fuzz:

@@ -427,8 +427,8 @@ pub struct Evaluation {
     pub planned: Result<Planned, patch::PatchError>,
     /// Warning about the workload's spec file, if its current version is invalid.
     pub spec_warning: Option<String>,
-    /// The patched pod, when the patch validated.
-    pub patched: Option<Pod>,
+    /// The touched parts of the patched pod, when the patch validated.
+    pub patched: Option<patch::Patched>,
 }
 
 /// Spec + usage + policy → decision → validated patch, for `pod` of `workload`.

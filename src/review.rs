@@ -360,7 +360,12 @@ fn review_object(
 
 /// Copy what the patch set (our annotations, the istio-proxy's resources) into the
 /// manifest's pod template, keeping everything else as it is.
-fn apply_to_template(value: &mut Yaml, path: &[&str], patched: &Pod, proxy: Option<&str>) {
+fn apply_to_template(
+    value: &mut Yaml,
+    path: &[&str],
+    patched: &patch::Patched,
+    proxy: Option<&str>,
+) {
     let Some(template) = get_mut(value, path) else {
         return;
     };
@@ -380,8 +385,8 @@ fn apply_to_template(value: &mut Yaml, path: &[&str], patched: &Pod, proxy: Opti
         if !ann.is_mapping() {
             *ann = Yaml::Mapping(Default::default());
         }
-        if let (Some(a), Some(src)) = (ann.as_mapping_mut(), patched.metadata.annotations.as_ref())
-        {
+        if let Some(a) = ann.as_mapping_mut() {
+            let src = &patched.annotations;
             for key in [
                 ANN_CPU,
                 ANN_CPU_LIMIT,
@@ -405,16 +410,9 @@ fn apply_to_template(value: &mut Yaml, path: &[&str], patched: &Pod, proxy: Opti
         return;
     };
     let resources = patched
-        .spec
+        .proxy
         .as_ref()
-        .and_then(|s| {
-            if *list == "containers" {
-                s.containers.get(idx)
-            } else {
-                s.init_containers.as_ref()?.get(idx)
-            }
-        })
-        .and_then(|c| c.resources.as_ref())
+        .and_then(|(_, c)| c.resources.as_ref())
         .and_then(|r| serde_yaml_ng::to_value(r).ok());
     let container = t
         .get_mut("spec")

@@ -99,7 +99,11 @@ proptest! {
         }
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
         let planned = patch::plan(&pod, &d, PatchOptions::default()).unwrap();
-        let patched = patch::validate(&pod, &planned.ops).unwrap();
+        patch::validate(&pod, &planned.ops).unwrap();
+        let mut doc = serde_json::to_value(&pod).unwrap();
+        json_patch::patch(&mut doc, &planned.ops).unwrap();
+        let patched: k8s_openapi::api::core::v1::Pod = serde_json::from_value(doc).unwrap();
+        patch::validate(&patched, &[]).unwrap();
         let again = patch::plan(&patched, &d, PatchOptions::default()).unwrap();
         prop_assert!(again.ops.is_empty(), "second pass not empty: {:?}", again.ops);
         prop_assert!(planned.limits.cpu >= planned.requests.cpu);
