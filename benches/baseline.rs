@@ -40,7 +40,11 @@ fn main() -> anyhow::Result<()> {
         );
         let addr: std::net::SocketAddr = listen.parse()?;
         eprintln!("baseline listening on {addr}");
-        axum_server::bind_rustls(addr, tls)
+        // Same socket options as the sizer (TCP_NODELAY), so the comparison is fair.
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        axum_server::bind(addr)
+            .acceptor(acceptor)
             .serve(app.into_make_service())
             .await?;
         Ok(())

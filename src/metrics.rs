@@ -32,6 +32,7 @@ pub struct Metrics {
     pub history_age_seconds: Gauge<f64, AtomicU64>,
     pub tls_reloads: Counter,
     pub connections_refused: Counter,
+    pub runtime_lag_seconds: Gauge<f64, AtomicU64>,
     pub reload_failures: Family<KindLabel, Counter>,
     pub history_stale: Gauge,
     pub history_refreshes: Family<KindLabel, Counter>,
@@ -116,6 +117,12 @@ impl Metrics {
             "Connections closed at accept because --max-connections were open",
             connections_refused.clone(),
         );
+        let runtime_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "runtime_lag_seconds",
+            "How late the async runtime runs a 5 ms timer (queueing); reviews are shed above 1/8 of their budget",
+            runtime_lag_seconds.clone(),
+        );
         let history_stale = Gauge::default();
         registry.register(
             "history_stale",
@@ -148,6 +155,7 @@ impl Metrics {
         );
         Metrics {
             connections_refused,
+            runtime_lag_seconds,
             history_stale,
             history_refreshes,
             history_series,

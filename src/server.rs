@@ -73,6 +73,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub ready: AtomicBool,
     inflight: tokio::sync::Semaphore,
+    lag: Arc<crate::limits::Lag>,
     max_budget: Duration,
     history_max_age: Duration,
     /// Serializes `recombine`; holds whether learned history was stale last time.
@@ -133,7 +134,11 @@ impl Shared {
 
     /// One review: read the body within the budget, size (or shed), answer.
     async fn handle(&self, req: Request, path_mode: Mode) -> Response {
-        let start = Instant::now();
+        // Count time spent queued before this handler ran against the budget.
+        let start = req
+            .extensions()
+            .get::<crate::limits::Arrival>()
+            .map_or_else(Instant::now, |a| a.0);
         let budget = crate::limits::budget(req.uri().query(), self.max_budget);
         let permit = self.inflight.try_acquire();
         let body = match tokio::time::timeout(
@@ -284,6 +289,7 @@ pub fn admission_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/dry-run", post(dry_run))
+        .layer(crate::limits::ArrivalLayer)
         .with_state(shared)
 }
 
@@ -399,6 +405,7 @@ pub struct Running {
     delay: Duration,
     refresh_task: Option<JoinHandle<()>>,
     cm_task: Option<JoinHandle<()>>,
+    lag_task: JoinHandle<()>,
     grace: Duration,
 }
 
@@ -415,6 +422,7 @@ impl Running {
         for t in [&self.refresh_task, &self.cm_task].into_iter().flatten() {
             t.abort();
         }
+        self.lag_task.abort();
         tls.context("admission server task")?
             .context("admission server")?;
         health
@@ -456,6 +464,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(config.limits.max_inflight.max(1)),
+        lag: Arc::new(crate::limits::Lag::default()),
         max_budget: config.limits.max_budget,
         history_max_age: config.history_max_age,
         combine: Mutex::new(None),
@@ -594,6 +603,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let lag_task = tokio::spawn(
+        shared
+            .lag
+            .clone()
+            .monitor(shared.metrics.runtime_lag_seconds.clone()),
+    );
     let refresh_task = config.prometheus.clone().map(|cfg| {
         tokio::spawn(refresh_loop(
             shared.clone(),
@@ -623,6 +638,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         reload_task,
         refresh_task,
         cm_task,
+        lag_task,
         delay: config.shutdown_delay,
         grace: config.shutdown_grace,
     })
