@@ -32,12 +32,11 @@ pub struct CertBundle {
     pub key_pem: String,
 }
 
-/// A fresh CA and a serving certificate for `dns` names and `ips`.
-pub fn generate(dns: &[String], ips: &[IpAddr]) -> anyhow::Result<CertBundle> {
+/// A fresh CA (path length 0: it signs leaves only): its issuer and its PEM.
+fn new_ca(common_name: &str) -> anyhow::Result<(Issuer<'static, KeyPair>, String)> {
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name
-        .push(DnType::CommonName, "sidecar-sizer dev CA");
+    ca.distinguished_name.push(DnType::CommonName, common_name);
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -45,7 +44,12 @@ pub fn generate(dns: &[String], ips: &[IpAddr]) -> anyhow::Result<CertBundle> {
     ];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
+    Ok((Issuer::new(ca, ca_key), ca_cert.pem()))
+}
+
+/// A fresh CA and a serving certificate for `dns` names and `ips`.
+pub fn generate(dns: &[String], ips: &[IpAddr]) -> anyhow::Result<CertBundle> {
+    let (issuer, ca_pem) = new_ca("sidecar-sizer dev CA")?;
 
     let mut leaf = CertificateParams::new(Vec::<String>::new())?;
     for name in dns {
@@ -77,7 +81,7 @@ pub fn generate(dns: &[String], ips: &[IpAddr]) -> anyhow::Result<CertBundle> {
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
     Ok(CertBundle {
-        ca_pem: ca_cert.pem(),
+        ca_pem,
         cert_pem: leaf_cert.pem(),
         key_pem: leaf_key.serialize_pem(),
     })
@@ -86,17 +90,7 @@ pub fn generate(dns: &[String], ips: &[IpAddr]) -> anyhow::Result<CertBundle> {
 /// A fresh CA and a client certificate signed by it (for `--client-ca` tests and setups:
 /// the apiserver presents such a certificate via its admission kubeconfig).
 pub fn generate_client(common_name: &str) -> anyhow::Result<CertBundle> {
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name
-        .push(DnType::CommonName, "sidecar-sizer client CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
+    let (issuer, ca_pem) = new_ca("sidecar-sizer client CA")?;
     let mut leaf = CertificateParams::new(Vec::<String>::new())?;
     leaf.distinguished_name
         .push(DnType::CommonName, common_name);
@@ -105,7 +99,7 @@ pub fn generate_client(common_name: &str) -> anyhow::Result<CertBundle> {
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
     Ok(CertBundle {
-        ca_pem: ca_cert.pem(),
+        ca_pem,
         cert_pem: leaf_cert.pem(),
         key_pem: leaf_key.serialize_pem(),
     })

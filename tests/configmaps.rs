@@ -204,12 +204,7 @@ async fn specs_follow_configmaps_through_a_reconnect() {
         .filter(|r| !r.contains("watch=true"))
         .count();
     assert_eq!(lists, 1, "{requests:?}");
-    let m = reqwest::get(format!("{}/metrics", server.health))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = server.metrics().await;
     assert!(m.contains("sidecar_sizer_spec_errors 1"), "{m}");
     server.stop().await;
 }

@@ -211,12 +211,7 @@ fn config(url: &str) -> PromConfig {
 }
 
 async fn metric(server: &TestServer, needle: &str) -> bool {
-    let m = reqwest::get(format!("{}/metrics", server.health))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = server.metrics().await;
     m.contains(needle)
 }
 

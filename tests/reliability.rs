@@ -282,18 +282,7 @@ async fn reinvocation_and_replicas_agree() {
 async fn tls_connect(
     server: &TestServer,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(server.ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut cfg = tls_trusting(&server.ca_pem).with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let addr = server.running.as_ref().unwrap().tls_addr;
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -350,12 +339,7 @@ async fn overload_is_shed_quickly() {
             .contains("overloaded"),
         "{out}"
     );
-    let m = reqwest::get(format!("{}/metrics", server.health))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = server.metrics().await;
     assert!(m.contains("outcome=\"shed\""), "{m}");
     drop((_slow1, _slow2));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -463,12 +447,7 @@ async fn slow_clients_are_cut_off() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let m = reqwest::get(format!("{}/metrics", server.health))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = server.metrics().await;
     assert!(
         m.contains("sidecar_sizer_connections_refused_total 1"),
         "{m}"
@@ -510,24 +489,15 @@ async fn client_certificates_when_configured() {
         .is_err());
     // With one signed by the configured CA: served.
     use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(server.ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
     let chain: Vec<_> =
         rustls::pki_types::CertificateDer::pem_slice_iter(client_pki.cert_pem.as_bytes())
             .map(|c| c.unwrap())
             .collect();
     let key =
         rustls::pki_types::PrivateKeyDer::from_pem_slice(client_pki.key_pem.as_bytes()).unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .unwrap();
+    let mut cfg = tls_trusting(&server.ca_pem)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(cfg)

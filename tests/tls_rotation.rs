@@ -116,12 +116,7 @@ async fn rotate_while_posting() {
         "too few requests: {}",
         ok.load(Ordering::SeqCst)
     );
-    let m = reqwest::get(format!("{}/metrics", server.health))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = server.metrics().await;
     assert!(m.contains("sidecar_sizer_tls_reloads_total 1"), "{m}");
     server.stop().await;
 }

@@ -425,12 +425,7 @@ async fn bad_input() {
     assert_eq!(status, 200);
     assert!(patch_of(&body.unwrap()).is_some());
 
-    let metrics = reqwest::get(format!("{}/metrics", server.health))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("sidecar_sizer_bad_requests_total 4"),
         "{metrics}"
@@ -491,12 +486,7 @@ async fn bad_spec_falls_down_the_chain_and_warns() {
         }
     }
     assert!(fixed, "spec change not picked up");
-    let metrics = reqwest::get(format!("{}/metrics", server.health))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("sidecar_sizer_spec_errors 0"), "{metrics}");
     server.stop().await;
 }

@@ -128,6 +128,16 @@ impl TestServer {
         client_trusting(&self.ca_pem, http2)
     }
 
+    /// The Prometheus text from `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.health))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.unwrap();
@@ -135,20 +145,24 @@ impl TestServer {
     }
 }
 
-/// An HTTPS client that trusts only `ca_pem`, speaking HTTP/1.1 or HTTP/2 (ALPN).
-pub fn client_trusting(ca_pem: &str, http2: bool) -> reqwest::Client {
+/// A rustls client config builder (ring) trusting only the CAs in `ca_pem`.
+pub fn tls_trusting(
+    ca_pem: &str,
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+}
+
+/// An HTTPS client that trusts only `ca_pem`, speaking HTTP/1.1 or HTTP/2 (ALPN).
+pub fn client_trusting(ca_pem: &str, http2: bool) -> reqwest::Client {
+    let mut tls = tls_trusting(ca_pem).with_no_client_auth();
     tls.alpn_protocols = if http2 {
         vec![b"h2".to_vec()]
     } else {
