@@ -114,22 +114,11 @@ impl FakeApi {
 }
 
 async fn proxy_cpu(server: &TestServer, fixture_name: &str) -> (String, Value) {
-    let review = fixture(fixture_name);
-    let (_, _, body) = post(
-        &server.client(false),
-        &format!("{}/mutate", server.base),
-        serde_json::to_vec(&review).unwrap(),
-    )
-    .await;
-    let body = body.unwrap();
-    let pod = apply(&review["request"]["object"], &patch_of(&body).unwrap());
-    (
-        pod["metadata"]["annotations"]["sidecar.istio.io/proxyCPU"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-        body,
-    )
+    let (body, pod) = mutate_and_apply(server, &fixture(fixture_name)).await;
+    let cpu = pod["metadata"]["annotations"]["sidecar.istio.io/proxyCPU"]
+        .as_str()
+        .unwrap();
+    (cpu.to_string(), body)
 }
 
 async fn wait_for(server: &TestServer, fixture_name: &str, want: &str) -> Value {

@@ -389,16 +389,7 @@ async fn stale_learned_history_is_not_used() {
     .await;
     assert!(metric(&server, "sidecar_sizer_history_stale 1").await);
     let review = fixture("review-deployment-pod.json");
-    let (_, _, body) = post(
-        &server.client(false),
-        &format!("{}/mutate", server.base),
-        serde_json::to_vec(&review).unwrap(),
-    )
-    .await;
-    let pod = apply(
-        &review["request"]["object"],
-        &patch_of(&body.unwrap()).unwrap(),
-    );
+    let (_, pod) = mutate_and_apply(&server, &review).await;
     // The spec (500m/80Mi) decides, not the stale 3-core history.
     assert_eq!(
         pod["metadata"]["annotations"]["sidecar.istio.io/proxyCPU"],
@@ -414,16 +405,7 @@ async fn stale_learned_history_is_not_used() {
         ..Opts::default()
     })
     .await;
-    let (_, _, body) = post(
-        &server.client(false),
-        &format!("{}/mutate", server.base),
-        serde_json::to_vec(&review).unwrap(),
-    )
-    .await;
-    let pod = apply(
-        &review["request"]["object"],
-        &patch_of(&body.unwrap()).unwrap(),
-    );
+    let (_, pod) = mutate_and_apply(&server, &review).await;
     // 3 cores ÷ 0.75 = 4 cores (the max bound), history replicas 6 = spec replicas.
     assert_eq!(
         pod["metadata"]["annotations"]["sidecar.istio.io/proxyCPU"],

@@ -200,6 +200,23 @@ pub async fn post(
     (status, version, parsed)
 }
 
+/// POST `review` to `/mutate`; returns the answer and the pod with its patch applied.
+pub async fn mutate_and_apply(server: &TestServer, review: &Value) -> (Value, Value) {
+    let (status, _, body) = post(
+        &server.client(false),
+        &format!("{}/mutate", server.base),
+        serde_json::to_vec(review).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let body = body.unwrap();
+    let pod = apply(
+        &review["request"]["object"],
+        &patch_of(&body).expect("a patch"),
+    );
+    (body, pod)
+}
+
 /// Decode `response.patch` (base64 JSONPatch), if any.
 pub fn patch_of(review: &Value) -> Option<json_patch::Patch> {
     let p = review["response"].get("patch")?;
