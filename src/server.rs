@@ -73,6 +73,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub ready: AtomicBool,
     inflight: tokio::sync::Semaphore,
+    max_inflight: usize,
     lag: Arc<crate::limits::Lag>,
     max_budget: Duration,
     history_max_age: Duration,
@@ -173,8 +174,8 @@ impl Shared {
         };
         let why = if permit.is_err() {
             Some(format!(
-                "overloaded ({} reviews in flight)",
-                self.max_inflight()
+                "overloaded (all {} review slots busy)",
+                self.max_inflight
             ))
         } else if start.elapsed() >= budget {
             Some(format!(
@@ -207,10 +208,6 @@ impl Shared {
                 (StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()
             }
         }
-    }
-
-    fn max_inflight(&self) -> usize {
-        self.inflight.available_permits()
     }
 
     fn record(&self, a: &Answer, elapsed: Duration) {
@@ -464,6 +461,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(config.limits.max_inflight.max(1)),
+        max_inflight: config.limits.max_inflight.max(1),
         lag: Arc::new(crate::limits::Lag::default()),
         max_budget: config.limits.max_budget,
         history_max_age: config.history_max_age,
