@@ -211,8 +211,7 @@ fn config(url: &str) -> PromConfig {
 }
 
 async fn metric(server: &TestServer, needle: &str) -> bool {
-    let m = server.metrics().await;
-    m.contains(needle)
+    server.metrics().await.contains(needle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -268,17 +268,6 @@ async fn serve_mode_dry_run_never_patches() {
     server.stop().await;
 }
 
-async fn mutate(server: &TestServer, review: &Value) -> Value {
-    let (status, _, body) = post(
-        &server.client(false),
-        &format!("{}/mutate", server.base),
-        serde_json::to_vec(review).unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200);
-    body.unwrap()
-}
-
 fn with_object(edit: impl FnOnce(&mut Value)) -> Value {
     let mut review = fixture("review-istio-already-injected.json");
     edit(&mut review["request"]["object"]);

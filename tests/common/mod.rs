@@ -200,8 +200,8 @@ pub async fn post(
     (status, version, parsed)
 }
 
-/// POST `review` to `/mutate`; returns the answer and the pod with its patch applied.
-pub async fn mutate_and_apply(server: &TestServer, review: &Value) -> (Value, Value) {
+/// POST `review` to `/mutate` (HTTP/1.1); the answer must be a 200 with JSON.
+pub async fn mutate(server: &TestServer, review: &Value) -> Value {
     let (status, _, body) = post(
         &server.client(false),
         &format!("{}/mutate", server.base),
@@ -209,7 +209,12 @@ pub async fn mutate_and_apply(server: &TestServer, review: &Value) -> (Value, Va
     )
     .await;
     assert_eq!(status, 200);
-    let body = body.unwrap();
+    body.unwrap()
+}
+
+/// POST `review` to `/mutate`; returns the answer and the pod with its patch applied.
+pub async fn mutate_and_apply(server: &TestServer, review: &Value) -> (Value, Value) {
+    let body = mutate(server, review).await;
     let pod = apply(
         &review["request"]["object"],
         &patch_of(&body).expect("a patch"),
