@@ -5,10 +5,11 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::AdmissionReview;
-use sidecar_sizer::admission::{evaluate, review, Mode, Settings};
-use sidecar_sizer::history::load_history_file;
-use sidecar_sizer::spec::SpecStore;
-use sidecar_sizer::workload::identify;
+use sidecar_sizer::engine::pipeline::{evaluate, Settings};
+use sidecar_sizer::engine::spec::SpecStore;
+use sidecar_sizer::engine::workload::identify;
+use sidecar_sizer::sources::history::load_history_file;
+use sidecar_sizer::webhook::wire::{review, Mode};
 use std::hint::black_box;
 use std::path::PathBuf;
 

@@ -7,7 +7,7 @@
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
-use sidecar_sizer::admission::{review, Mode, Settings};
+use sidecar_sizer::webhook::wire::{review, Mode, Settings};
 use std::sync::Arc;
 
 fn main() -> anyhow::Result<()> {

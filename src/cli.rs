@@ -1,12 +1,12 @@
 //! Command line (clap derive; every flag also reads `SIDECAR_SIZER_<FLAG>`), turned into
 //! plain config structs that tests can build directly.
 
-use crate::admission::Settings;
-use crate::history::prometheus::PromConfig;
-use crate::patch::PatchOptions;
-use crate::quantity::{Cpu, Memory, QuantityError};
-use crate::server::ServeConfig;
-use crate::sizing::{Policy, Resources};
+use crate::engine::patch::PatchOptions;
+use crate::engine::quantity::{Cpu, Memory, QuantityError};
+use crate::engine::sizing::{Policy, Resources};
+use crate::sources::history::prometheus::PromConfig;
+use crate::webhook::serve::ServeConfig;
+use crate::webhook::wire::Settings;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -443,8 +443,8 @@ impl ServeArgs {
             prometheus: self.prometheus.to_config(),
             prometheus_refresh: self.prometheus.prometheus_refresh,
             spec_configmaps: self.spec_configmaps.then(|| match &self.kube_api_url {
-                Some(url) => crate::configmaps::KubeSource::Url(url.clone()),
-                None => crate::configmaps::KubeSource::Default,
+                Some(url) => crate::sources::kube::KubeSource::Url(url.clone()),
+                None => crate::sources::kube::KubeSource::Default,
             }),
             spec_sync_timeout: Duration::from_secs_f64(self.spec_sync_timeout),
             history_max_age: self.prometheus.history_max_age,
@@ -459,13 +459,13 @@ impl ServeArgs {
             shutdown_grace: Duration::from_secs_f64(self.shutdown_grace),
             shutdown_delay: Duration::from_secs_f64(self.shutdown_delay),
             client_ca: self.client_ca.clone(),
-            limits: crate::limits::Limits {
+            limits: crate::webhook::limits::Limits {
                 max_connections: self.max_connections,
                 max_inflight: self.max_inflight,
                 handshake_timeout: Duration::from_secs_f64(self.header_timeout),
                 header_read_timeout: Duration::from_secs_f64(self.header_timeout),
                 max_budget: Duration::from_secs_f64(self.max_budget),
-                ..crate::limits::Limits::default()
+                ..crate::webhook::limits::Limits::default()
             },
         }
     }
@@ -549,7 +549,7 @@ mod tests {
         assert_eq!(c.settings.policy.max_cpu, Cpu(2500));
         assert_eq!(
             c.settings.policy.min_memory,
-            Memory(64 * crate::quantity::MI)
+            Memory(64 * crate::engine::quantity::MI)
         );
         let err = Cli::try_parse_from(["sidecar-sizer", "serve", "--max-cpu", "lots"]).unwrap_err();
         assert!(err.to_string().contains("lots"), "{err}");

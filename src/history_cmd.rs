@@ -1,8 +1,8 @@
 //! `sidecar-sizer history import|show`.
 
 use crate::cli::{ImportArgs, ShowArgs, ShowFormat};
-use crate::history::{self, now_unix, prometheus, store, UsageSnapshot};
-use crate::quantity::{Cpu, Memory};
+use crate::engine::quantity::{Cpu, Memory};
+use crate::sources::history::{self, now_unix, prometheus, store, UsageSnapshot};
 use anyhow::{anyhow, bail};
 use std::fmt::Write as _;
 

@@ -1,6 +1,8 @@
 use clap::Parser;
 use sidecar_sizer::cli::{Cli, Command, HistoryCommand, LogFormat, SpecCommand};
-use sidecar_sizer::{certs, history_cmd, review, server, spec};
+use sidecar_sizer::sources::specs;
+use sidecar_sizer::webhook::serve as server;
+use sidecar_sizer::{certs, history_cmd, review};
 use std::process::ExitCode;
 
 fn init_logging(format: LogFormat) {
@@ -102,7 +104,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Spec(SpecCommand::Check { paths }) => {
-            let (checked, errors) = spec::check_paths(&paths);
+            let (checked, errors) = specs::check_paths(&paths);
             for e in &errors {
                 eprintln!("{e}");
             }

@@ -7,9 +7,9 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use sidecar_sizer::history::prometheus::PromConfig;
-use sidecar_sizer::history::{now_unix, store};
-use sidecar_sizer::server::refresh_once;
+use sidecar_sizer::sources::history::prometheus::PromConfig;
+use sidecar_sizer::sources::history::{now_unix, store};
+use sidecar_sizer::webhook::serve::refresh_once;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -225,7 +225,7 @@ async fn prometheus_faults_keep_the_previous_snapshot() {
     .await;
     let shared = server.running.as_ref().unwrap().shared.clone();
     let cfg = config(&fake.url);
-    let client = sidecar_sizer::history::prometheus::client(&cfg).unwrap();
+    let client = sidecar_sizer::sources::history::prometheus::client(&cfg).unwrap();
 
     refresh_once(&shared, &client, &cfg, Some(state.path()))
         .await
@@ -322,7 +322,7 @@ async fn unwritable_state_dir_keeps_history_in_memory() {
     .await;
     let shared = server.running.as_ref().unwrap().shared.clone();
     let cfg = config(&fake.url);
-    let client = sidecar_sizer::history::prometheus::client(&cfg).unwrap();
+    let client = sidecar_sizer::sources::history::prometheus::client(&cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"x").unwrap();
@@ -374,7 +374,7 @@ async fn corrupt_or_future_store_is_ignored_at_start() {
 async fn stale_learned_history_is_not_used() {
     let state = tempfile::tempdir().unwrap();
     // A store with a confident but 10-day-old history for shop/cart.
-    let (mut snap, _) = sidecar_sizer::history::parse_history(
+    let (mut snap, _) = sidecar_sizer::sources::history::parse_history(
         "shop,cart,istio-proxy,3.0,1073741824,4032,336,6,0\n",
     );
     snap.meta.source = "prometheus http://old".into();

@@ -10,8 +10,8 @@ mod common;
 use common::prom::{openmetrics, Container, Pod, Prometheus, MI, STEP};
 use common::*;
 use serde_json::{json, Value};
-use sidecar_sizer::history::now_unix;
-use sidecar_sizer::history::prometheus::{self, PromConfig};
+use sidecar_sizer::sources::history::now_unix;
+use sidecar_sizer::sources::history::prometheus::{self, PromConfig};
 use std::time::Duration;
 
 const DAY: u64 = 86400 / STEP; // steps per day

@@ -2,11 +2,11 @@
 //! limits ≥ requests, CPU limits in whole cores, monotonic in usage, idempotent patches.
 
 use proptest::prelude::*;
-use sidecar_sizer::history::{ContainerUsage, WorkloadUsage};
-use sidecar_sizer::patch::{self, PatchOptions};
-use sidecar_sizer::quantity::{Cpu, Memory, MI};
-use sidecar_sizer::sizing::{decide, Inputs, Policy, Source, PROXY};
-use sidecar_sizer::spec::{Declared, Spec};
+use sidecar_sizer::engine::patch::{self, PatchOptions};
+use sidecar_sizer::engine::quantity::{Cpu, Memory, MI};
+use sidecar_sizer::engine::sizing::{decide, Inputs, Policy, Source, PROXY};
+use sidecar_sizer::engine::spec::{Declared, Spec};
+use sidecar_sizer::sources::history::{ContainerUsage, WorkloadUsage};
 
 fn usage(cpu: f64, mem: u64, samples: u64, hours: f64, replicas: f64, oom: u32) -> WorkloadUsage {
     let mut w = WorkloadUsage {

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use sidecar_sizer::limits::Limits;
+use sidecar_sizer::webhook::limits::Limits;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,7 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Request ≤ limit for every resource of every container, and for the Istio annotation
 /// pairs: the checks the apiserver applies to what we return.
 fn assert_valid_pod(pod: &Value, case: &str) {
-    let parse = |q: &Value| sidecar_sizer::quantity::Quantity::parse(q.as_str().unwrap_or("")).ok();
+    let parse =
+        |q: &Value| sidecar_sizer::engine::quantity::Quantity::parse(q.as_str().unwrap_or("")).ok();
     for list in ["containers", "initContainers"] {
         for c in pod["spec"][list].as_array().into_iter().flatten() {
             let (req, lim) = (&c["resources"]["requests"], &c["resources"]["limits"]);
@@ -522,13 +523,16 @@ fn thousands_of_spec_files_load() {
         );
     }
     write(&dir.path().join("ns0/bad.yaml"), "deployment: [");
-    let store = sidecar_sizer::spec::SpecStore::load_dir(dir.path(), &Default::default());
+    let store = sidecar_sizer::engine::spec::SpecStore::load_dir(dir.path(), &Default::default());
     assert_eq!(store.len(), 3001);
     assert_eq!(store.errors.len(), 1);
     let e = store.get("ns7", "w7").unwrap().spec.as_ref().unwrap();
-    assert_eq!(e.proxy_requests.cpu, Some(sidecar_sizer::quantity::Cpu(17)));
+    assert_eq!(
+        e.proxy_requests.cpu,
+        Some(sidecar_sizer::engine::quantity::Cpu(17))
+    );
     // An unchanged tree is not parsed again: the reload reuses every entry.
-    let again = sidecar_sizer::spec::SpecStore::load_dir(dir.path(), &store);
+    let again = sidecar_sizer::engine::spec::SpecStore::load_dir(dir.path(), &store);
     assert!(Arc::ptr_eq(
         again.get("ns7", "w7").unwrap().spec.as_ref().unwrap(),
         store.get("ns7", "w7").unwrap().spec.as_ref().unwrap()

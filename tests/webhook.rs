@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use sidecar_sizer::admission::Settings;
+use sidecar_sizer::webhook::wire::Settings;
 
 /// examples/: shop/cart spec asks 500m/80Mi for 6 replicas; history saw p95 212m and
 /// max 80Mi at 3 replicas over 14d → 212/0.75 × 3/6 = 141.3 → 145m; 80Mi × 1.15 = 92Mi;

@@ -4,10 +4,10 @@
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use sidecar_sizer::admission::{review, Mode, Settings};
-use sidecar_sizer::history::UsageSnapshot;
-use sidecar_sizer::quantity::Quantity;
-use sidecar_sizer::spec::SpecStore;
+use sidecar_sizer::webhook::wire::{review, Mode, Settings};
+use sidecar_sizer::sources::history::UsageSnapshot;
+use sidecar_sizer::engine::quantity::Quantity;
+use sidecar_sizer::engine::spec::SpecStore;
 use std::sync::OnceLock;
 
 fn context() -> &'static (SpecStore, UsageSnapshot) {
@@ -15,7 +15,7 @@ fn context() -> &'static (SpecStore, UsageSnapshot) {
     CTX.get_or_init(|| {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let specs = SpecStore::load_dir(&root.join("examples/specs"), &SpecStore::default());
-        let (usage, _) = sidecar_sizer::history::load_history_file(&root.join("examples/history.csv"))
+        let (usage, _) = sidecar_sizer::sources::history::load_history_file(&root.join("examples/history.csv"))
             .unwrap_or_default();
         (specs, usage)
     })

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sidecar_sizer::quantity::{Cpu, Memory, Quantity};
+use sidecar_sizer::engine::quantity::{Cpu, Memory, Quantity};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -3,10 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sidecar_sizer::admission::Settings;
-use sidecar_sizer::history::UsageSnapshot;
+use sidecar_sizer::webhook::wire::Settings;
+use sidecar_sizer::sources::history::UsageSnapshot;
 use sidecar_sizer::review::{review, Context, Input};
-use sidecar_sizer::spec::SpecStore;
+use sidecar_sizer::engine::spec::SpecStore;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

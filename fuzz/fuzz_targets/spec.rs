@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(spec) = sidecar_sizer::spec::parse(text) {
+    if let Ok(spec) = sidecar_sizer::engine::spec::parse(text) {
         let (r, l) = (spec.proxy_requests, spec.proxy_limits);
         if let (Some(r), Some(l)) = (r.cpu, l.cpu) {
             assert!(r <= l);

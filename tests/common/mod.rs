@@ -6,9 +6,9 @@ pub mod prom;
 
 use base64::Engine as _;
 use serde_json::Value;
-use sidecar_sizer::admission::Settings;
 use sidecar_sizer::certs;
-use sidecar_sizer::server::{self, Running, ServeConfig};
+use sidecar_sizer::webhook::serve::{self as server, Running, ServeConfig};
+use sidecar_sizer::webhook::wire::Settings;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,14 +44,14 @@ pub struct Opts {
     pub spec_dir: Option<PathBuf>,
     pub history: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
-    pub prometheus: Option<sidecar_sizer::history::prometheus::PromConfig>,
+    pub prometheus: Option<sidecar_sizer::sources::history::prometheus::PromConfig>,
     pub prometheus_refresh: Duration,
     pub history_max_age: Duration,
-    pub spec_configmaps: Option<sidecar_sizer::configmaps::KubeSource>,
+    pub spec_configmaps: Option<sidecar_sizer::sources::kube::KubeSource>,
     /// Serve these TLS files (cert, key, CA PEM) instead of a fresh pair.
     pub tls: Option<(PathBuf, PathBuf, String)>,
     pub client_ca: Option<PathBuf>,
-    pub limits: sidecar_sizer::limits::Limits,
+    pub limits: sidecar_sizer::webhook::limits::Limits,
     pub settings: Settings,
 }
 
@@ -67,7 +67,7 @@ impl Default for Opts {
             spec_configmaps: None,
             tls: None,
             client_ca: None,
-            limits: sidecar_sizer::limits::Limits::default(),
+            limits: sidecar_sizer::webhook::limits::Limits::default(),
             settings: Settings::default(),
         }
     }

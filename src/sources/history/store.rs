@@ -113,7 +113,7 @@ pub fn load(dir: &Path) -> Result<Option<UsageSnapshot>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::ContainerUsage;
+    use crate::sources::history::ContainerUsage;
 
     fn sample() -> UsageSnapshot {
         let mut s = UsageSnapshot::default();

@@ -2,9 +2,9 @@
 //! kept current by a kube-runtime watcher (list, then watch; resumes from the last
 //! resourceVersion after a disconnect, re-lists when told to). No API call per admission.
 
+use crate::engine::spec::SpecStore;
 use crate::metrics::KindLabel;
-use crate::server::Shared;
-use crate::spec::SpecStore;
+use crate::webhook::serve::Shared;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -13,25 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const SPEC_LABEL: &str = "sidecar-sizer.io/spec=true";
-
-/// How to reach the Kubernetes API.
-#[derive(Debug, Clone)]
-pub enum KubeSource {
-    /// In-cluster service account, else the kubeconfig (`KUBECONFIG`, `~/.kube/config`).
-    Default,
-    /// An explicit API URL without credentials (e.g. `kubectl proxy`, tests).
-    Url(String),
-}
-
-pub async fn client(source: &KubeSource) -> anyhow::Result<Client> {
-    match source {
-        KubeSource::Default => Ok(Client::try_default().await?),
-        KubeSource::Url(url) => {
-            let config = kube::Config::new(url.parse()?);
-            Ok(Client::try_from(config)?)
-        }
-    }
-}
 
 /// Watch labelled ConfigMaps; after every change rebuild the ConfigMap spec store and the
 /// combined store. `synced` is notified after the first complete list.

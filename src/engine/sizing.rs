@@ -3,9 +3,9 @@
 //! No IO and no clock here: the same inputs always give the same decision, so two replicas
 //! of the sizer produce byte-identical patches.
 
-use crate::history::{ContainerUsage, WorkloadUsage};
-use crate::quantity::{Cpu, Memory, GI, MI};
-use crate::spec::{Declared, Spec};
+use crate::engine::quantity::{Cpu, Memory, GI, MI};
+use crate::engine::spec::{Declared, Spec};
+use crate::sources::history::{ContainerUsage, WorkloadUsage};
 
 pub const PROXY: &str = "istio-proxy";
 
@@ -578,7 +578,7 @@ fn plural(n: u64, what: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec;
+    use crate::engine::spec;
 
     fn usage(
         proxy: ContainerUsage,

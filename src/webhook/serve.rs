@@ -1,12 +1,12 @@
 //! The HTTPS admission server, the plain health/metrics server, and the background
 //! reloads of specs, history and TLS files (DESIGN §3, §10).
 
-use crate::admission::{self, Answer, Mode, Settings};
 use crate::certs;
-use crate::history::prometheus::{self, PromConfig};
-use crate::history::{self, now_unix, store, UsageSnapshot};
+use crate::engine::spec::SpecStore;
 use crate::metrics::{DecisionLabels, KindLabel, Metrics};
-use crate::spec::SpecStore;
+use crate::sources::history::prometheus::{self, PromConfig};
+use crate::sources::history::{self, now_unix, store, UsageSnapshot};
+use crate::webhook::wire::{self, Answer, Mode, Settings};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
@@ -39,7 +39,7 @@ pub struct ServeConfig {
     pub prometheus: Option<PromConfig>,
     pub prometheus_refresh: Duration,
     /// Also read specs from ConfigMaps labelled `sidecar-sizer.io/spec=true`.
-    pub spec_configmaps: Option<crate::configmaps::KubeSource>,
+    pub spec_configmaps: Option<crate::sources::kube::KubeSource>,
     /// How long start-up waits for the first ConfigMap list before turning ready anyway.
     pub spec_sync_timeout: Duration,
     /// Learned history older than this is treated as absent.
@@ -54,7 +54,7 @@ pub struct ServeConfig {
     pub shutdown_delay: Duration,
     /// Require client certificates signed by this CA (the apiserver's).
     pub client_ca: Option<PathBuf>,
-    pub limits: crate::limits::Limits,
+    pub limits: crate::webhook::limits::Limits,
 }
 
 /// State shared by the handlers and the background tasks.
@@ -74,7 +74,7 @@ pub struct Shared {
     pub ready: AtomicBool,
     inflight: tokio::sync::Semaphore,
     max_inflight: usize,
-    lag: Arc<crate::limits::Lag>,
+    lag: Arc<crate::webhook::limits::Lag>,
     max_budget: Duration,
     history_max_age: Duration,
     /// Serializes `recombine`; holds whether learned history was stale last time.
@@ -138,9 +138,9 @@ impl Shared {
         // Count time spent queued before this handler ran against the budget.
         let start = req
             .extensions()
-            .get::<crate::limits::Arrival>()
+            .get::<crate::webhook::limits::Arrival>()
             .map_or_else(Instant::now, |a| a.0);
-        let budget = crate::limits::budget(req.uri().query(), self.max_budget);
+        let budget = crate::webhook::limits::budget(req.uri().query(), self.max_budget);
         let permit = self.inflight.try_acquire();
         let body = match tokio::time::timeout(
             budget,
@@ -185,11 +185,11 @@ impl Shared {
             None
         };
         let result = match &why {
-            Some(why) => admission::shed(&body, path_mode, why),
+            Some(why) => wire::shed(&body, path_mode, why),
             None => {
                 let specs = self.specs.load();
                 let usage = self.usage.load();
-                admission::review(&body, path_mode, &self.settings, &specs, &usage)
+                wire::review(&body, path_mode, &self.settings, &specs, &usage)
             }
         };
         drop(permit);
@@ -228,7 +228,7 @@ impl Shared {
         let (ns, wl, kind) = a.workload.as_ref().map_or(("", "", ""), |w| {
             (w.namespace.as_str(), w.name.as_str(), w.kind.as_str())
         });
-        let show = |r: Option<crate::sizing::Resources>| {
+        let show = |r: Option<crate::engine::sizing::Resources>| {
             r.map(|r| format!("{}/{}", r.cpu, r.memory))
                 .unwrap_or_default()
         };
@@ -286,7 +286,7 @@ pub fn admission_router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/dry-run", post(dry_run))
-        .layer(crate::limits::ArrivalLayer)
+        .layer(crate::webhook::limits::ArrivalLayer)
         .with_state(shared)
 }
 
@@ -462,7 +462,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(config.limits.max_inflight.max(1)),
         max_inflight: config.limits.max_inflight.max(1),
-        lag: Arc::new(crate::limits::Lag::default()),
+        lag: Arc::new(crate::webhook::limits::Lag::default()),
         max_budget: config.limits.max_budget,
         history_max_age: config.history_max_age,
         combine: Mutex::new(None),
@@ -521,7 +521,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let lim = &config.limits;
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
         .handshake_timeout(lim.handshake_timeout)
-        .acceptor(crate::limits::LimitAcceptor::new(
+        .acceptor(crate::webhook::limits::LimitAcceptor::new(
             lim.max_connections,
             shared.metrics.connections_refused.clone(),
         ));
@@ -579,11 +579,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let cm_task = match &config.spec_configmaps {
         Some(source) => {
-            let client = crate::configmaps::client(source)
+            let client = crate::sources::kube::client(source)
                 .await
                 .context("--spec-configmaps: cannot build a Kubernetes client")?;
             let synced = Arc::new(tokio::sync::Notify::new());
-            let task = tokio::spawn(crate::configmaps::watch(
+            let task = tokio::spawn(crate::sources::configmaps::watch(
                 client,
                 shared.clone(),
                 synced.clone(),

@@ -92,7 +92,7 @@ pub fn aggregate(
             let Some(usage) = container_usage(pods) else {
                 continue;
             };
-            if replicas.is_none() || *container == crate::sizing::PROXY {
+            if replicas.is_none() || *container == crate::engine::sizing::PROXY {
                 replicas = average_replicas(pods, step_seconds);
             }
             out.insert(container.to_string(), usage);

@@ -1,7 +1,7 @@
 //! Decision → JSONPatch (DESIGN §9), checked against the exact pod before it is returned.
 
-use crate::quantity::{Cpu, Memory, Quantity};
-use crate::sizing::{Decision, Resources, PROXY};
+use crate::engine::quantity::{Cpu, Memory, Quantity};
+use crate::engine::sizing::{Decision, Resources, PROXY};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
@@ -445,8 +445,8 @@ fn check_container(path: &str, c: &Container) -> Result<(), PatchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quantity::MI;
-    use crate::sizing::{Decision, Source};
+    use crate::engine::quantity::MI;
+    use crate::engine::sizing::{Decision, Source};
 
     fn decision(cpu: u64, cpu_l: u64, mem_mi: u64, mem_l_mi: u64) -> Decision {
         Decision {

@@ -1,12 +1,14 @@
 //! `sidecar-sizer review`: the webhook's decisions for manifests not yet applied
 //! (a pull request, `helm template`, `kustomize build`), with the same decide() and patch.
 
-use crate::admission::{self, Evaluation, Settings};
-use crate::history::UsageSnapshot;
-use crate::patch::{self, ANN_CPU, ANN_CPU_LIMIT, ANN_DECISION, ANN_MEMORY, ANN_MEMORY_LIMIT};
-use crate::sizing::Resources;
-use crate::spec::SpecStore;
-use crate::workload::{self, Workload, WorkloadKind};
+use crate::engine::patch::{
+    self, ANN_CPU, ANN_CPU_LIMIT, ANN_DECISION, ANN_MEMORY, ANN_MEMORY_LIMIT,
+};
+use crate::engine::pipeline::{self, Evaluation, Settings};
+use crate::engine::sizing::Resources;
+use crate::engine::spec::SpecStore;
+use crate::engine::workload::{self, Workload, WorkloadKind};
+use crate::sources::history::UsageSnapshot;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use serde_yaml_ng::Value as Yaml;
@@ -292,13 +294,13 @@ fn review_object(
             name: name.clone(),
         }
     };
-    let (cur_req, cur_lim) = admission::current_size(&pod, &ctx.settings.policy);
+    let (cur_req, cur_lim) = pipeline::current_size(&pod, &ctx.settings.policy);
     let Evaluation {
         decision,
         planned,
         spec_warning,
         patched,
-    } = admission::evaluate(&pod, &workload, ctx.settings, ctx.specs, ctx.usage);
+    } = pipeline::evaluate(&pod, &workload, ctx.settings, ctx.specs, ctx.usage);
     let mut item = Item {
         file: file.to_string(),
         line,
@@ -327,7 +329,7 @@ fn review_object(
         }
     };
     item.warnings
-        .extend(admission::finding_warnings(&decision.findings, &planned));
+        .extend(pipeline::finding_warnings(&decision.findings, &planned));
     item.proposed = Some(Sizes::of(planned.requests, planned.limits));
     let proxy = patch::find_proxy(&pod).ok().flatten().map(|(p, _)| p);
     let touches = |path: &str| {
@@ -693,7 +695,7 @@ pub async fn load_context(
     };
     let mut usage = UsageSnapshot::default();
     if let Some(file) = &args.history {
-        match crate::history::load_history_file(file) {
+        match crate::sources::history::load_history_file(file) {
             Ok((s, bad)) => {
                 for e in bad {
                     errors.push(format!("{}: {e}", file.display()));
@@ -704,10 +706,10 @@ pub async fn load_context(
         }
     }
     if let Some(dir) = &args.state_dir {
-        match crate::history::store::load(dir) {
+        match crate::sources::history::store::load(dir) {
             Ok(Some(s)) => {
                 let max_age = args.prometheus.history_max_age.as_secs();
-                if s.age_seconds(crate::history::now_unix())
+                if s.age_seconds(crate::sources::history::now_unix())
                     .is_some_and(|a| a > max_age)
                 {
                     eprintln!(
@@ -724,12 +726,14 @@ pub async fn load_context(
     }
     if let Some(cfg) = args.prometheus.to_config() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let fetched = match crate::history::prometheus::client(&cfg) {
-            Ok(client) => {
-                crate::history::prometheus::fetch(&client, &cfg, crate::history::now_unix())
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+        let fetched = match crate::sources::history::prometheus::client(&cfg) {
+            Ok(client) => crate::sources::history::prometheus::fetch(
+                &client,
+                &cfg,
+                crate::sources::history::now_unix(),
+            )
+            .await
+            .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         match fetched {
@@ -752,7 +756,7 @@ pub async fn run(args: &crate::cli::ReviewArgs, color: bool) -> u8 {
     let (specs, usage) = load_context(args, &mut errors).await;
     let settings = Settings {
         policy,
-        patch: crate::patch::PatchOptions {
+        patch: crate::engine::patch::PatchOptions {
             override_explicit: args.override_explicit,
         },
         dry_run_everywhere: false,

@@ -1,14 +1,7 @@
-//! Usage history: what each workload's containers used over the window (DESIGN §7).
-//!
-//! The request path only reads a [`UsageSnapshot`]; background tasks build new snapshots
-//! (from Prometheus, the history file or the persisted store) and swap them in.
-
-pub mod file;
-pub mod pods;
-pub mod prometheus;
-pub mod store;
-
-pub use file::{load_history_file, parse_history, HistoryError};
+//! Usage history as the engine sees it: what each workload's containers used over the
+//! window (DESIGN §7). The request path only reads a [`UsageSnapshot`]; background sources
+//! (`sources::history`: Prometheus, the history file, the persisted store) build new
+//! snapshots and swap them in.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -51,7 +44,7 @@ pub struct SnapshotMeta {
 /// Everything the sizer knows about usage, keyed by namespace then workload.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageSnapshot {
-    by_namespace: HashMap<String, HashMap<String, WorkloadUsage>>,
+    pub(crate) by_namespace: HashMap<String, HashMap<String, WorkloadUsage>>,
     pub meta: SnapshotMeta,
 }
 
@@ -109,14 +102,6 @@ impl UsageSnapshot {
     pub fn age_seconds(&self, now_unix: u64) -> Option<u64> {
         self.meta.fetched_at.map(|t| now_unix.saturating_sub(t))
     }
-}
-
-/// Current time as Unix seconds (0 if the clock is before 1970).
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

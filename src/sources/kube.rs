@@ -1,0 +1,23 @@
+//! The Kubernetes API client every cluster source shares (`--spec-configmaps`,
+//! `--cluster-constraints`, ...): in cluster, else `--kube-api-url`, else the kubeconfig.
+
+use kube::Client;
+
+/// How to reach the Kubernetes API.
+#[derive(Debug, Clone)]
+pub enum KubeSource {
+    /// In-cluster service account, else the kubeconfig (`KUBECONFIG`, `~/.kube/config`).
+    Default,
+    /// An explicit API URL without credentials (e.g. `kubectl proxy`, tests).
+    Url(String),
+}
+
+pub async fn client(source: &KubeSource) -> anyhow::Result<Client> {
+    match source {
+        KubeSource::Default => Ok(Client::try_default().await?),
+        KubeSource::Url(url) => {
+            let config = kube::Config::new(url.parse()?);
+            Ok(Client::try_from(config)?)
+        }
+    }
+}
