@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::AdmissionReview;
-use sidecar_sizer::engine::pipeline::{evaluate, Settings};
+use sidecar_sizer::engine::pipeline::{evaluate, Settings, Snapshots};
 use sidecar_sizer::engine::spec::SpecStore;
 use sidecar_sizer::engine::workload::identify;
 use sidecar_sizer::sources::history::load_history_file;
@@ -46,19 +46,25 @@ fn benches(c: &mut Criterion) {
     let settings = Settings::default();
     let specs = SpecStore::load_dir(&root().join("examples/specs"), &SpecStore::default());
     let (usage, _) = load_history_file(&root().join("examples/history.csv")).unwrap();
+    let cluster = Default::default();
+    let snaps = Snapshots {
+        specs: &specs,
+        usage: &usage,
+        cluster: &cluster,
+    };
 
     let mut full = c.benchmark_group("review");
     for name in ["small", "typical", "large"] {
         let body = payload(name);
         // Sanity: this payload is sized and patched.
-        let a = review(&body, Mode::Enforce, &settings, &specs, &usage).unwrap();
+        let a = review(&body, Mode::Enforce, &settings, &snaps).unwrap();
         assert!(
             String::from_utf8_lossy(&a.body).contains("\"patch\""),
             "{name} not patched"
         );
         full.throughput(Throughput::Bytes(body.len() as u64));
         full.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
-            b.iter(|| review(black_box(body), Mode::Enforce, &settings, &specs, &usage).unwrap())
+            b.iter(|| review(black_box(body), Mode::Enforce, &settings, &snaps).unwrap())
         });
     }
     full.finish();

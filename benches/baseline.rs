@@ -7,6 +7,7 @@
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
+use sidecar_sizer::engine::pipeline::Snapshots;
 use sidecar_sizer::webhook::wire::{review, Mode, Settings};
 use std::sync::Arc;
 
@@ -20,8 +21,11 @@ fn main() -> anyhow::Result<()> {
         &body,
         Mode::Enforce,
         &Settings::default(),
-        &Default::default(),
-        &Default::default(),
+        &Snapshots {
+            specs: &Default::default(),
+            usage: &Default::default(),
+            cluster: &Default::default(),
+        },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?
     .body;

@@ -4,6 +4,7 @@
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
+use sidecar_sizer::engine::pipeline::Snapshots;
 use sidecar_sizer::webhook::wire::{review, Mode, Settings};
 use sidecar_sizer::sources::history::UsageSnapshot;
 use sidecar_sizer::engine::quantity::Quantity;
@@ -31,7 +32,9 @@ fn le(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 fuzz_target!(|data: &[u8]| {
     let (specs, usage) = context();
     for mode in [Mode::Enforce, Mode::DryRun] {
-        let Ok(answer) = review(data, mode, &Settings::default(), specs, usage) else {
+        let cluster = Default::default();
+        let snaps = Snapshots { specs, usage, cluster: &cluster };
+        let Ok(answer) = review(data, mode, &Settings::default(), &snaps) else {
             continue;
         };
         let out: serde_json::Value = serde_json::from_slice(&answer.body).expect("response is JSON");

@@ -1,6 +1,7 @@
 //! The pure engine (DESIGN §1): no IO, no clock, no async. Everything a sizing decision
 //! depends on is an argument; background sources hand in snapshots.
 
+pub mod constraints;
 pub mod patch;
 pub mod pipeline;
 pub mod quantity;

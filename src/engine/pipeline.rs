@@ -2,6 +2,7 @@
 //! context) + snapshots + policy → skip | not sized | sized. The webhook, `review` and
 //! `report` differ only in how they get the pod and what they do with the answer.
 
+use crate::engine::constraints::ClusterSnapshot;
 use crate::engine::patch::{
     self, Planned, ANN_CPU, ANN_CPU_LIMIT, ANN_MEMORY, ANN_MEMORY_LIMIT, LABEL_INJECT,
 };
@@ -15,6 +16,14 @@ use std::collections::BTreeMap;
 
 pub const ANN_MODE: &str = "sidecar-sizer.io/mode";
 pub const ANN_SKIP: &str = "sidecar-sizer.io/skip";
+
+/// The snapshots a decision reads, swapped in by the background sources.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshots<'a> {
+    pub specs: &'a SpecStore,
+    pub usage: &'a UsageSnapshot,
+    pub cluster: &'a ClusterSnapshot,
+}
 
 /// The static part of the context (flags).
 #[derive(Debug, Clone, Default)]

@@ -2,6 +2,8 @@
 //! reloads of specs, history and TLS files (DESIGN §3, §10).
 
 use crate::certs;
+use crate::engine::constraints::ClusterSnapshot;
+use crate::engine::pipeline::Snapshots;
 use crate::engine::spec::SpecStore;
 use crate::metrics::{DecisionLabels, KindLabel, Metrics};
 use crate::sources::history::prometheus::{self, PromConfig};
@@ -70,6 +72,8 @@ pub struct Shared {
     pub file_usage: ArcSwap<UsageSnapshot>,
     /// From Prometheus or the persisted store.
     pub learned: ArcSwap<UsageSnapshot>,
+    /// LimitRanges and ResourceQuotas (`--cluster-constraints`), from `sources::cluster`.
+    pub cluster: ArcSwap<ClusterSnapshot>,
     pub metrics: Metrics,
     pub ready: AtomicBool,
     inflight: tokio::sync::Semaphore,
@@ -189,7 +193,13 @@ impl Shared {
             None => {
                 let specs = self.specs.load();
                 let usage = self.usage.load();
-                wire::review(&body, path_mode, &self.settings, &specs, &usage)
+                let cluster = self.cluster.load();
+                let snaps = Snapshots {
+                    specs: &specs,
+                    usage: &usage,
+                    cluster: &cluster,
+                };
+                wire::review(&body, path_mode, &self.settings, &snaps)
             }
         };
         drop(permit);
@@ -458,6 +468,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         usage: ArcSwap::from_pointee(UsageSnapshot::default()),
         file_usage: ArcSwap::from_pointee(UsageSnapshot::default()),
         learned: ArcSwap::from_pointee(UsageSnapshot::default()),
+        cluster: ArcSwap::from_pointee(ClusterSnapshot::default()),
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(config.limits.max_inflight.max(1)),

@@ -9,11 +9,10 @@
 use crate::engine::patch::Planned;
 pub use crate::engine::pipeline::Settings;
 use crate::engine::pipeline::{
-    annotation, current_size, evaluate, finding_warnings, skip_reason, Evaluation, ANN_MODE,
+    annotation, current_size, evaluate, finding_warnings, skip_reason, Evaluation, Snapshots,
+    ANN_MODE,
 };
 use crate::engine::sizing::{Decision, FindingKind, Policy, Resources, Source};
-use crate::engine::spec::SpecStore;
-use crate::engine::usage::UsageSnapshot;
 use crate::engine::workload::{self, Workload};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::ByteString;
@@ -188,8 +187,7 @@ pub fn review(
     body: &[u8],
     path_mode: Mode,
     settings: &Settings,
-    specs: &SpecStore,
-    usage: &UsageSnapshot,
+    snaps: &Snapshots<'_>,
 ) -> Result<Answer, BadRequest> {
     let mode0 = if settings.dry_run_everywhere {
         Mode::DryRun
@@ -253,7 +251,7 @@ pub fn review(
             return Ok(b.finish(a));
         }
     };
-    Ok(size(pod, workload, b, settings, specs, usage))
+    Ok(size(pod, workload, b, settings, snaps))
 }
 
 /// Answer without sizing (overload, deadline): allowed, no patch, a warning. Only the uid
@@ -367,15 +365,14 @@ fn size(
     workload: Workload,
     mut b: Builder,
     settings: &Settings,
-    specs: &SpecStore,
-    usage: &UsageSnapshot,
+    snaps: &Snapshots<'_>,
 ) -> Answer {
     let Evaluation {
         decision,
         planned,
         spec_warning,
         ..
-    } = evaluate(pod, &workload, settings, specs, usage);
+    } = evaluate(pod, &workload, settings, snaps.specs, snaps.usage);
     let mut answer = blank_answer(b.mode, Outcome::Error);
     answer.source = Some(decision.source);
     answer.finding_kinds = decision.findings.iter().map(|f| f.kind).collect();
@@ -489,8 +486,11 @@ mod tests {
             body.as_bytes(),
             Mode::Enforce,
             &Settings::default(),
-            &SpecStore::default(),
-            &UsageSnapshot::default(),
+            &Snapshots {
+                specs: &Default::default(),
+                usage: &Default::default(),
+                cluster: &Default::default(),
+            },
         )
     }
 
