@@ -5,9 +5,8 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::AdmissionReview;
-use sidecar_sizer::engine::pipeline::{evaluate, Settings, Snapshots};
+use sidecar_sizer::engine::pipeline::{run, PodContext, Settings, Snapshots};
 use sidecar_sizer::engine::spec::SpecStore;
-use sidecar_sizer::engine::workload::identify;
 use sidecar_sizer::sources::history::load_history_file;
 use sidecar_sizer::webhook::wire::{review, Mode};
 use std::hint::black_box;
@@ -69,15 +68,17 @@ fn benches(c: &mut Criterion) {
     }
     full.finish();
 
-    let mut dp = c.benchmark_group("decide+patch");
+    let mut dp = c.benchmark_group("pipeline");
     for name in ["small", "typical", "large"] {
         let body = payload(name);
         let ar: AdmissionReview<Pod> = serde_json::from_slice(&body).unwrap();
         let req = ar.request.unwrap();
         let pod = req.object.unwrap();
-        let wl = identify(&pod, req.namespace.as_deref()).unwrap();
+        let ctx = PodContext {
+            namespace: req.namespace.as_deref(),
+        };
         dp.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter(|| evaluate(black_box(&pod), &wl, &settings, &specs, &usage))
+            b.iter(|| run(black_box(&pod), &ctx, &settings, &snaps))
         });
     }
     dp.finish();

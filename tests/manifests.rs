@@ -11,6 +11,19 @@ fn load(path: &str) -> Value {
 fn two_webhooks_as_designed() {
     let cfg = load("manifests/base/mutatingwebhook.yaml");
     assert_eq!(cfg["kind"], "MutatingWebhookConfiguration");
+    // The apiserver calls configurations in name order: ours must sort before every Istio
+    // configuration name (Istio's injector does not reinvoke, so it must run after us).
+    let name = cfg["metadata"]["name"].as_str().unwrap();
+    for istio in [
+        "istio-sidecar-injector",
+        "istio-sidecar-injector-canary",
+        "istio-sidecar-injector-1-24-0",
+        "istio-revision-tag-default",
+        "istio-revision-tag-prod",
+        "istiod-default-validator",
+    ] {
+        assert!(name < istio, "{name} does not sort before {istio}");
+    }
     let hooks = cfg["webhooks"].as_sequence().unwrap();
     assert_eq!(hooks.len(), 2);
     for (hook, mode, path) in [

@@ -206,7 +206,7 @@ async fn learns_from_real_prometheus_and_survives_restart() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = prometheus::client(&cfg).unwrap();
     let fetched = prometheus::fetch(&client, &cfg, now_unix()).await.unwrap();
-    assert_eq!(fetched.queries, 6, "bounded, independent of workloads");
+    assert_eq!(fetched.queries, 8, "bounded, independent of workloads");
     let snap = &fetched.snapshot;
 
     let cart = snap

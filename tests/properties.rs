@@ -37,7 +37,7 @@ prop_compose! {
             memory: lim_mem.map(|l| Memory(l.max(mem.unwrap_or(0)) * MI)),
         };
         Spec { inject: Some(true), proxy_requests: req, proxy_limits: lim, pin: pin && !req.is_empty(),
-               replicas, app_requests: Declared::default() }
+               replicas, app_requests: Declared::default(), revision: None }
     }
 }
 
@@ -54,16 +54,29 @@ proptest! {
         let d = decide(&Inputs { spec: spec.as_ref(), usage: Some(&u), app_container: None, app_requests_in_pod: Declared::default() }, &p);
         prop_assert!(d.limits.cpu >= d.requests.cpu);
         prop_assert!(d.limits.memory >= d.requests.memory);
-        if d.source != Source::Default {
+        let explicit_cpu_limit = spec.as_ref().and_then(|s| s.proxy_limits.cpu).is_some();
+        let explicit_mem_limit = spec.as_ref().and_then(|s| s.proxy_limits.memory).is_some();
+        if d.source.cpu != Source::Default {
             prop_assert!(d.requests.cpu >= p.min_cpu && d.requests.cpu <= p.max_cpu);
-            prop_assert!(d.requests.memory >= p.min_memory && d.requests.memory <= p.max_memory);
-            let explicit_cpu_limit = spec.as_ref().and_then(|s| s.proxy_limits.cpu).is_some();
             if !explicit_cpu_limit {
                 prop_assert_eq!(d.limits.cpu.0 % 1000, 0, "cpu limit in whole cores");
             }
+        } else if !explicit_cpu_limit {
+            // Istio's default, request AND limit.
+            prop_assert_eq!((d.requests.cpu, d.limits.cpu), (p.default_requests.cpu, p.default_limits.cpu));
         }
-        if d.source == Source::History {
+        if d.source.memory != Source::Default {
+            prop_assert!(d.requests.memory >= p.min_memory && d.requests.memory <= p.max_memory);
+        } else if !explicit_mem_limit {
+            prop_assert_eq!((d.requests.memory, d.limits.memory), (p.default_requests.memory, p.default_limits.memory));
+        }
+        if d.source.cpu == Source::History {
             prop_assert_eq!(d.requests.cpu.0 % p.cpu_step_millis, 0);
+        }
+        // A memory limit below the request is never produced, and never below 32Mi from
+        // missing evidence: zero memory history is no evidence.
+        if mem == 0 && spec.as_ref().and_then(|s| s.proxy_requests.memory).is_none() {
+            prop_assert_eq!(d.source.memory, Source::Default);
         }
         prop_assert!(!d.reasons.is_empty());
     }

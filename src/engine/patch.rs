@@ -14,7 +14,7 @@ pub const ANN_CPU_LIMIT: &str = "sidecar.istio.io/proxyCPULimit";
 pub const ANN_MEMORY: &str = "sidecar.istio.io/proxyMemory";
 pub const ANN_MEMORY_LIMIT: &str = "sidecar.istio.io/proxyMemoryLimit";
 pub const ANN_DECISION: &str = "sidecar-sizer.io/decision";
-pub const LABEL_INJECT: &str = "sidecar.istio.io/inject";
+pub use crate::engine::istio::LABEL_INJECT;
 
 /// The four Istio annotations, in the order they are written.
 const ISTIO_KEYS: [&str; 4] = [ANN_CPU, ANN_CPU_LIMIT, ANN_MEMORY, ANN_MEMORY_LIMIT];
@@ -42,6 +42,18 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
+    /// "Already ours": same source, values and explicit list. The reasons are an
+    /// explanation, not part of the decision: a history refresh that moves p95 from 212m to
+    /// 212.5m with the same values must not produce a patch.
+    pub fn same_decision(&self, other: &DecisionRecord) -> bool {
+        self.source == other.source
+            && self.cpu == other.cpu
+            && self.cpu_limit == other.cpu_limit
+            && self.memory == other.memory
+            && self.memory_limit == other.memory_limit
+            && self.explicit == other.explicit
+    }
+
     fn value(&self, key: &str) -> &str {
         match key {
             ANN_CPU => &self.cpu,
@@ -233,14 +245,17 @@ pub fn plan(pod: &Pod, decision: &Decision, opts: PatchOptions) -> Result<Planne
 
     let mut ops = Vec::new();
     let mut wanted: Vec<(&str, String)> = values.to_vec();
-    wanted.push((ANN_DECISION, record_json));
+    // The decision annotation is rewritten only when the decision changed, not its wording.
+    if !previous.as_ref().is_some_and(|p| p.same_decision(&record)) {
+        wanted.push((ANN_DECISION, record_json));
+    }
     map_ops(&mut ops, "/metadata/annotations", annotations, &wanted);
-    if decision.inject {
+    if let Some((key, value)) = &decision.inject {
         map_ops(
             &mut ops,
             "/metadata/labels",
             pod.metadata.labels.as_ref(),
-            &[(LABEL_INJECT, "true".to_string())],
+            &[(key, value.clone())],
         );
     }
     if let Some((path, container)) = find_proxy(pod)? {
@@ -446,7 +461,7 @@ fn check_container(path: &str, c: &Container) -> Result<(), PatchError> {
 mod tests {
     use super::*;
     use crate::engine::quantity::MI;
-    use crate::engine::sizing::{Decision, Source};
+    use crate::engine::sizing::{Decision, Source, Sources};
 
     fn decision(cpu: u64, cpu_l: u64, mem_mi: u64, mem_l_mi: u64) -> Decision {
         Decision {
@@ -458,10 +473,10 @@ mod tests {
                 cpu: Cpu(cpu_l),
                 memory: Memory(mem_l_mi * MI),
             },
-            source: Source::Spec,
+            source: Sources::both(Source::Spec),
             reasons: vec!["spec asks".into()],
             findings: vec![],
-            inject: true,
+            inject: Some((LABEL_INJECT, "true".into())),
         }
     }
 

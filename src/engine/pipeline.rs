@@ -3,14 +3,13 @@
 //! `report` differ only in how they get the pod and what they do with the answer.
 
 use crate::engine::constraints::ClusterSnapshot;
-use crate::engine::patch::{
-    self, Planned, ANN_CPU, ANN_CPU_LIMIT, ANN_MEMORY, ANN_MEMORY_LIMIT, LABEL_INJECT,
-};
+use crate::engine::patch::{self, Planned, ANN_CPU, ANN_CPU_LIMIT, ANN_MEMORY, ANN_MEMORY_LIMIT};
 use crate::engine::quantity::{Cpu, Memory};
 use crate::engine::sizing::{self, Decision, Finding, Inputs, Policy, Resources, PROXY};
 use crate::engine::spec::{Declared, SpecStore};
 use crate::engine::usage::UsageSnapshot;
-use crate::engine::workload::Workload;
+use crate::engine::workload::{Workload, WorkloadError};
+use crate::engine::{constraints, istio, workload};
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;
 
@@ -42,22 +41,24 @@ pub(crate) fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-pub(crate) fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
-    pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
-}
-
-/// DESIGN §4 skip rules.
+/// DESIGN §4 skip rules: our own `sidecar-sizer.io/skip` (case-insensitive booleans; a
+/// value that is not a boolean skips too: the owner meant something), then Istio's own rule
+/// (label over annotation, Istio's value set, hostNetwork) via [`istio::injection`].
 pub fn skip_reason(pod: &Pod) -> Option<String> {
-    if annotation(pod, ANN_SKIP) == Some("true") {
-        return Some(format!("{ANN_SKIP}: \"true\""));
+    if let Some(v) = annotation(pod, ANN_SKIP) {
+        match istio::parse_bool(v) {
+            Some(true) => return Some(format!("{ANN_SKIP}: {v:?}")),
+            Some(false) => {}
+            None => return Some(format!("{ANN_SKIP}: {v:?} is not a boolean; skipped")),
+        }
     }
-    if label(pod, LABEL_INJECT) == Some("false") || annotation(pod, LABEL_INJECT) == Some("false") {
-        return Some(format!("{LABEL_INJECT}: \"false\""));
-    }
-    if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
-        return Some("hostNetwork: true".into());
-    }
-    None
+    let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+    istio::injection(
+        pod.metadata.labels.as_ref(),
+        pod.metadata.annotations.as_ref(),
+        host_network,
+    )
+    .skip_reason()
 }
 
 /// First non-proxy container and its requests as written in the pod.
@@ -80,60 +81,187 @@ fn app_container(pod: &Pod) -> (Option<&str>, Declared) {
     )
 }
 
-/// Everything decided for one pod, shared by the webhook and `review`.
-pub struct Evaluation {
-    pub decision: Decision,
-    /// The patch, validated against the pod; or why the pod cannot be sized.
-    pub planned: Result<Planned, patch::PatchError>,
-    /// Warning about the workload's spec file, if its current version is invalid.
-    pub spec_warning: Option<String>,
-    /// The touched parts of the patched pod, when the patch validated.
-    pub patched: Option<patch::Patched>,
+/// How the caller knows the pod.
+#[derive(Debug, Clone, Default)]
+pub struct PodContext<'a> {
+    /// `request.namespace` (the pod's own `metadata.namespace` may be empty on CREATE).
+    pub namespace: Option<&'a str>,
 }
 
-/// Spec + usage + policy → decision → validated patch, for `pod` of `workload`.
-pub fn evaluate(
-    pod: &Pod,
-    workload: &Workload,
-    settings: &Settings,
-    specs: &SpecStore,
-    usage: &UsageSnapshot,
-) -> Evaluation {
-    let entry = specs.get(&workload.namespace, &workload.name);
-    let spec_warning = entry.and_then(|e| {
-        let err = e.error.as_ref()?;
-        let kept = if e.spec.is_some() {
-            "last good version in use"
-        } else {
-            "spec ignored"
-        };
-        Some(format!(
-            "sidecar-sizer: spec {}/{}.yaml invalid ({kept}): {err}",
-            workload.namespace, workload.name
-        ))
-    });
+/// Why a pod that is not skipped is not sized. One variant per reason; `metric_label`
+/// names it in `sidecar_sizer_not_sized_total{reason}` and logs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NotSized {
+    #[error("{0}")]
+    Identity(#[from] WorkloadError),
+    #[error("{0}")]
+    Patch(#[from] patch::PatchError),
+    #[error("{object}: {constraint}")]
+    Constraint { object: String, constraint: String },
+}
+
+impl NotSized {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            NotSized::Identity(_) => "identity",
+            NotSized::Patch(patch::PatchError::DuplicateProxy(_)) => "duplicate-proxy",
+            NotSized::Patch(patch::PatchError::BadAnnotation { .. }) => "bad-annotation",
+            NotSized::Patch(patch::PatchError::ExplicitConflict { .. }) => "explicit-conflict",
+            NotSized::Patch(_) => "invalid-patch",
+            NotSized::Constraint { object, .. } if object.starts_with("ResourceQuota") => {
+                "resourcequota"
+            }
+            NotSized::Constraint { object, .. } if object.starts_with("LimitRange") => "limitrange",
+            NotSized::Constraint { .. } => "pod-resources",
+        }
+    }
+}
+
+/// A pod we size: the decision, the patch (validated on the pod) and what to tell.
+#[derive(Debug, Clone)]
+pub struct Sized {
+    pub workload: Workload,
+    pub decision: Decision,
+    pub planned: Planned,
+    /// The touched parts of the patched pod.
+    pub patched: patch::Patched,
+    /// Spec errors, constraint adjustments, findings, explicit annotations kept.
+    pub warnings: Vec<String>,
+    /// The pod asks for review only (`sidecar-sizer.io/mode: dry-run`).
+    pub dry_run: bool,
+}
+
+/// What the pipeline says of one pod.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// A skip rule matched: allowed, no patch; the reason is logged and counted.
+    Skip {
+        reason: String,
+    },
+    /// Not sized: allowed, no patch, a warning.
+    NotSized {
+        workload: Option<Workload>,
+        error: NotSized,
+        /// The decision, when one was made before the failure.
+        decision: Option<Box<Decision>>,
+        warnings: Vec<String>,
+    },
+    Sized(Box<Sized>),
+}
+
+/// THE pipeline (DESIGN §1): skip rules (ours, Istio's) → workload identity → decide() per
+/// resource → fit into the namespace's LimitRanges, quotas and pod-level resources →
+/// patch, validated on the pod. Pure: the snapshots are arguments.
+pub fn run(pod: &Pod, ctx: &PodContext<'_>, settings: &Settings, snaps: &Snapshots<'_>) -> Verdict {
+    if let Some(reason) = skip_reason(pod) {
+        return Verdict::Skip { reason };
+    }
+    let dry_run = annotation(pod, ANN_MODE).is_some_and(|m| m.eq_ignore_ascii_case("dry-run"));
+    let workload = match workload::identify(pod, ctx.namespace) {
+        Ok(w) => w,
+        Err(e) => {
+            return Verdict::NotSized {
+                workload: None,
+                error: e.into(),
+                decision: None,
+                warnings: Vec::new(),
+            }
+        }
+    };
+    let mut warnings = Vec::new();
+    let entry = snaps.specs.get(&workload.namespace, &workload.name);
+    if let Some(e) = entry {
+        if let Some(err) = &e.error {
+            let kept = if e.spec.is_some() {
+                "last good version in use"
+            } else {
+                "spec ignored"
+            };
+            warnings.push(format!(
+                "sidecar-sizer: spec {}/{}.yaml invalid ({kept}): {err}",
+                workload.namespace, workload.name
+            ));
+        }
+    }
     let spec = entry.and_then(|e| e.spec.as_deref());
     let (app, app_requests_in_pod) = app_container(pod);
-    let decision = sizing::decide(
+    let mut decision = sizing::decide(
         &Inputs {
             spec,
-            usage: usage.get(&workload.namespace, &workload.name),
+            usage: snaps.usage.get(&workload.namespace, &workload.name),
             app_container: app,
             app_requests_in_pod,
         },
         &settings.policy,
     );
-    let mut patched = None;
-    let planned = patch::plan(pod, &decision, settings.patch).and_then(|p| {
-        patched = Some(patch::validate(pod, &p.ops)?);
-        Ok(p)
-    });
-    Evaluation {
+    let not_sized =
+        |workload: Workload, error: NotSized, decision: Decision, warnings| Verdict::NotSized {
+            workload: Some(workload),
+            error,
+            decision: Some(Box::new(decision)),
+            warnings,
+        };
+    let mut planned = match patch::plan(pod, &decision, settings.patch) {
+        Ok(p) => p,
+        Err(e) => return not_sized(workload, e.into(), decision, warnings),
+    };
+    if let Some(c) = snaps.cluster.get(&workload.namespace) {
+        let (without_req, without_lim) = current_size(pod, &settings.policy);
+        let spec_of_pod = pod.spec.clone().unwrap_or_default();
+        match constraints::fit(
+            constraints::Size {
+                requests: planned.requests,
+                limits: planned.limits,
+            },
+            constraints::Size {
+                requests: without_req,
+                limits: without_lim,
+            },
+            &spec_of_pod,
+            c,
+            true,
+        ) {
+            constraints::Fit::Fits { size, notes } => {
+                if size.requests != planned.requests || size.limits != planned.limits {
+                    decision.requests = size.requests;
+                    decision.limits = size.limits;
+                    decision.reasons.extend(notes.iter().cloned());
+                    planned = match patch::plan(pod, &decision, settings.patch) {
+                        Ok(p) => p,
+                        Err(e) => return not_sized(workload, e.into(), decision, warnings),
+                    };
+                    if planned.requests != size.requests || planned.limits != size.limits {
+                        // The owner's explicit annotations override what the constraints
+                        // need: leave the pod as the owner wrote it.
+                        let error = NotSized::Constraint {
+                            object: "explicit annotations".into(),
+                            constraint: "the owner's values do not fit the namespace's constraints"
+                                .into(),
+                        };
+                        return not_sized(workload, error, decision, warnings);
+                    }
+                }
+                warnings.extend(notes.into_iter().map(|n| format!("sidecar-sizer: {n}")));
+            }
+            constraints::Fit::NoFit { object, constraint } => {
+                let error = NotSized::Constraint { object, constraint };
+                return not_sized(workload, error, decision, warnings);
+            }
+        }
+    }
+    let patched = match patch::validate(pod, &planned.ops) {
+        Ok(p) => p,
+        Err(e) => return not_sized(workload, e.into(), decision, warnings),
+    };
+    warnings.extend(finding_warnings(&decision.findings, &planned));
+    Verdict::Sized(Box::new(Sized {
+        workload,
         decision,
         planned,
-        spec_warning,
         patched,
-    }
+        warnings,
+        dry_run,
+    }))
 }
 
 pub fn finding_warnings(findings: &[Finding], planned: &Planned) -> Vec<String> {

@@ -74,50 +74,89 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// Reject policies that cannot produce valid pods.
+    /// Reject policies that cannot produce valid pods; the message names the flag.
     pub fn validate(&self) -> Result<(), String> {
-        let fin_pos = |name: &str, v: f64| {
+        let fin_pos = |flag: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(format!("{name} must be a positive number, got {v}"))
+                Err(format!("--{flag} must be a positive number, got {v}"))
             }
         };
-        fin_pos("target utilization", self.target_utilization)?;
+        fin_pos("target-utilization", self.target_utilization)?;
         if self.target_utilization > 1.0 {
             return Err(format!(
-                "target utilization must be at most 1, got {}",
+                "--target-utilization must be at most 1, got {}",
                 self.target_utilization
             ));
         }
-        fin_pos("memory headroom", self.memory_headroom)?;
-        fin_pos("oom factor", self.oom_factor)?;
-        fin_pos("cpu limit factor", self.cpu_limit_factor)?;
-        fin_pos("imbalance threshold", self.imbalance_threshold)?;
-        fin_pos("drift threshold", self.drift_threshold)?;
+        fin_pos("memory-headroom", self.memory_headroom)?;
+        if self.memory_headroom < 1.0 {
+            return Err(format!(
+                "--memory-headroom must be at least 1 (a request below the peak working set invites OOM kills), got {}",
+                self.memory_headroom
+            ));
+        }
+        fin_pos("oom-factor", self.oom_factor)?;
+        if self.oom_factor < 1.0 {
+            return Err(format!(
+                "--oom-factor must be at least 1, got {}",
+                self.oom_factor
+            ));
+        }
+        fin_pos("cpu-limit-factor", self.cpu_limit_factor)?;
+        if self.cpu_limit_factor < 1.0 {
+            return Err(format!(
+                "--cpu-limit-factor must be at least 1 (a cpu limit below the request makes every pod invalid), got {}",
+                self.cpu_limit_factor
+            ));
+        }
+        if self.cpu_limit_min.0 == 0 {
+            return Err("--cpu-limit-min must be greater than 0".into());
+        }
+        fin_pos("imbalance-threshold", self.imbalance_threshold)?;
+        fin_pos("drift-threshold", self.drift_threshold)?;
         if !self.min_history_hours.is_finite() || self.min_history_hours < 0.0 {
-            return Err("min history hours must be >= 0".into());
+            return Err(format!(
+                "--min-history-hours must be >= 0, got {}",
+                self.min_history_hours
+            ));
         }
         if self.cpu_step_millis == 0 {
-            return Err("cpu step must be at least 1m".into());
+            return Err("--cpu-step must be at least 1m".into());
         }
-        if self.min_cpu.0 == 0 || self.min_cpu > self.max_cpu {
+        if self.min_cpu.0 == 0 {
+            return Err("--min-cpu must be greater than 0".into());
+        }
+        if self.min_cpu > self.max_cpu {
             return Err(format!(
-                "cpu bounds invalid: min {} max {}",
+                "--min-cpu {} is above --max-cpu {}",
                 self.min_cpu, self.max_cpu
             ));
         }
-        if self.min_memory.0 == 0 || self.min_memory > self.max_memory {
+        if self.min_memory.0 == 0 {
+            return Err("--min-memory must be greater than 0".into());
+        }
+        if self.min_memory > self.max_memory {
             return Err(format!(
-                "memory bounds invalid: min {} max {}",
+                "--min-memory {} is above --max-memory {}",
                 self.min_memory, self.max_memory
             ));
         }
         let (r, l) = (&self.default_requests, &self.default_limits);
-        if r.cpu > l.cpu || r.memory > l.memory || r.cpu.0 == 0 || r.memory.0 == 0 {
+        if r.cpu.0 == 0 || r.memory.0 == 0 {
+            return Err("--default-cpu and --default-memory must be greater than 0".into());
+        }
+        if r.cpu > l.cpu {
             return Err(format!(
-                "default requests {}/{} must be > 0 and within default limits {}/{}",
-                r.cpu, r.memory, l.cpu, l.memory
+                "--default-cpu {} is above --default-cpu-limit {}",
+                r.cpu, l.cpu
+            ));
+        }
+        if r.memory > l.memory {
+            return Err(format!(
+                "--default-memory {} is above --default-memory-limit {}",
+                r.memory, l.memory
             ));
         }
         Ok(())
@@ -130,16 +169,16 @@ pub struct Resources {
     pub memory: Memory,
 }
 
-/// Where a decision's numbers came from, first that applies.
+/// Where one resource's numbers came from: the first source with evidence for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
-    /// `pin: true` in the team spec.
+    /// `pin: true` in the team spec, which declares this resource.
     PinnedSpec,
-    /// Confident usage history.
+    /// Confident usage history with a non-zero figure for this resource.
     History,
     /// The team spec's declared resources.
     Spec,
-    /// Istio's defaults.
+    /// Istio's defaults (request and limit).
     Default,
 }
 
@@ -150,6 +189,58 @@ impl Source {
             Source::History => "history",
             Source::Spec => "spec",
             Source::Default => "default",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Source::PinnedSpec => 0,
+            Source::History => 1,
+            Source::Spec => 2,
+            Source::Default => 3,
+        }
+    }
+}
+
+/// The source of each resource of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sources {
+    pub cpu: Source,
+    pub memory: Source,
+}
+
+impl Sources {
+    /// One label for both: `history` when cpu and memory agree, else `<cpu>/<memory>`
+    /// (`history/default`). A fixed set of strings, so it can be a metric label.
+    pub fn as_str(self) -> &'static str {
+        const NAMES: [[&str; 4]; 4] = [
+            [
+                "spec-pinned",
+                "spec-pinned/history",
+                "spec-pinned/spec",
+                "spec-pinned/default",
+            ],
+            [
+                "history/spec-pinned",
+                "history",
+                "history/spec",
+                "history/default",
+            ],
+            ["spec/spec-pinned", "spec/history", "spec", "spec/default"],
+            [
+                "default/spec-pinned",
+                "default/history",
+                "default/spec",
+                "default",
+            ],
+        ];
+        NAMES[self.cpu.index()][self.memory.index()]
+    }
+
+    pub fn both(source: Source) -> Sources {
+        Sources {
+            cpu: source,
+            memory: source,
         }
     }
 }
@@ -188,12 +279,14 @@ pub struct Finding {
 pub struct Decision {
     pub requests: Resources,
     pub limits: Resources,
-    pub source: Source,
+    /// Which source decided each resource.
+    pub source: Sources,
     /// Human explanation, one step each.
     pub reasons: Vec<String>,
     pub findings: Vec<Finding>,
-    /// Set the injection label `sidecar.istio.io/inject: "true"`.
-    pub inject: bool,
+    /// The label that asks Istio to inject (`deployment.istio.enabled: true`):
+    /// `sidecar.istio.io/inject=true`, or `istio.io/rev=<rev>` with a revision.
+    pub inject: Option<(&'static str, String)>,
 }
 
 /// What decide() looks at. Built by the caller from the pod, the spec and the snapshot.
@@ -207,12 +300,22 @@ pub struct Inputs<'a> {
     pub app_requests_in_pod: Declared,
 }
 
-/// Decide the istio-proxy requests and limits.
+/// What confident history gives, per resource; `None` where it has no evidence (a zero or
+/// missing figure is no evidence).
+struct FromHistory {
+    cpu: Option<(Cpu, String)>,
+    memory: Option<(Memory, String)>,
+}
+
+/// Decide the istio-proxy requests and limits, each resource from the first source that
+/// has evidence for it: pinned spec → confident history → declared spec → Istio default.
 pub fn decide(inputs: &Inputs<'_>, policy: &Policy) -> Decision {
     let spec = inputs.spec;
     let mut reasons = Vec::new();
     let mut findings = Vec::new();
     let declared = spec.map(|s| s.proxy_requests).unwrap_or_default();
+    let explicit = spec.map(|s| s.proxy_limits).unwrap_or_default();
+    let pinned = spec.is_some_and(|s| s.pin);
 
     let proxy_usage = inputs.usage.and_then(|u| u.containers.get(PROXY));
     let confident = proxy_usage.filter(|c| is_confident(c, policy));
@@ -228,7 +331,7 @@ pub fn decide(inputs: &Inputs<'_>, policy: &Policy) -> Decision {
             ),
         });
     }
-    let from_history = confident.map(|c| {
+    let hist = confident.map(|c| {
         history_requests(
             c,
             inputs.usage.and_then(|u| u.avg_replicas),
@@ -236,50 +339,44 @@ pub fn decide(inputs: &Inputs<'_>, policy: &Policy) -> Decision {
             policy,
         )
     });
-
-    if let Some((h, _)) = &from_history {
+    if let Some(h) = &hist {
         findings.extend(drift(&declared, h, policy));
     }
-    let pinned = spec.filter(|s| s.pin && !s.proxy_requests.is_empty());
-    let (source, requests) = if pinned.is_some() {
-        let r = fill_declared(&declared, policy, &mut reasons, "spec pins");
-        if let Some((h, why)) = &from_history {
-            reasons.push(format!(
-                "history would give cpu {} memory {} ({why}); spec is pinned",
-                h.cpu, h.memory
-            ));
-        }
-        (Source::PinnedSpec, r)
-    } else if let Some((h, why)) = from_history {
-        reasons.push(why);
-        if !declared.is_empty() {
-            reasons.push(format!("spec asked {}", show_declared(&declared)));
-        }
-        (Source::History, h)
-    } else if !declared.is_empty() {
-        let r = fill_declared(&declared, policy, &mut reasons, "spec asks");
-        (Source::Spec, r)
-    } else {
-        reasons.push(format!(
-            "no spec and no confident history: Istio defaults {}/{}, limits {}/{}",
-            policy.default_requests.cpu,
-            policy.default_requests.memory,
-            policy.default_limits.cpu,
-            policy.default_limits.memory
-        ));
-        (Source::Default, policy.default_requests)
+    let hist_cpu = hist.as_ref().and_then(|h| h.cpu.clone());
+    let hist_mem = hist.as_ref().and_then(|h| h.memory.clone());
+
+    let (cpu_source, cpu) = choose(
+        "cpu",
+        pinned,
+        declared.cpu,
+        hist_cpu,
+        policy.default_requests.cpu,
+        &mut reasons,
+    );
+    let (mem_source, memory) = choose(
+        "memory",
+        pinned,
+        declared.memory,
+        hist_mem,
+        policy.default_requests.memory,
+        &mut reasons,
+    );
+    let source = Sources {
+        cpu: cpu_source,
+        memory: mem_source,
     };
 
-    let (requests, limits) = if source == Source::Default {
-        (requests, policy.default_limits)
-    } else {
-        let requests = clamp(requests, policy, &mut reasons);
-        let explicit = spec.map(|s| s.proxy_limits).unwrap_or_default();
-        (
-            requests,
-            limits_for(requests, &explicit, policy, &mut reasons),
-        )
-    };
+    let mut requests = Resources { cpu, memory };
+    // Bounds apply to the requests of the spec and history sources; Istio's defaults are
+    // taken as they are.
+    let bounded = clamp(requests, policy, &mut reasons);
+    if cpu_source != Source::Default {
+        requests.cpu = bounded.cpu;
+    }
+    if mem_source != Source::Default {
+        requests.memory = bounded.memory;
+    }
+    let limits = limits_for(&mut requests, source, &explicit, policy, &mut reasons);
 
     if let Some(f) = imbalance(inputs, &declared, policy) {
         findings.extend(f);
@@ -291,7 +388,48 @@ pub fn decide(inputs: &Inputs<'_>, policy: &Policy) -> Decision {
         source,
         reasons,
         findings,
-        inject: spec.and_then(|s| s.inject) == Some(true),
+        inject: spec
+            .filter(|s| s.inject == Some(true))
+            .map(|s| crate::engine::istio::injection_label(s.revision.as_deref())),
+    }
+}
+
+/// One resource through the chain; the reason names the resource and its source.
+fn choose<Q: Copy + std::fmt::Display>(
+    what: &str,
+    pinned: bool,
+    declared: Option<Q>,
+    history: Option<(Q, String)>,
+    default: Q,
+    reasons: &mut Vec<String>,
+) -> (Source, Q) {
+    match (declared, history) {
+        (Some(d), h) if pinned => {
+            reasons.push(format!("{what}: spec pins {d}"));
+            if let Some((v, why)) = h {
+                reasons.push(format!(
+                    "{what}: history would give {v} ({why}); spec is pinned"
+                ));
+            }
+            (Source::PinnedSpec, d)
+        }
+        (d, Some((v, why))) => {
+            reasons.push(format!("{what}: {why}"));
+            if let Some(d) = d {
+                reasons.push(format!("{what}: spec asked {d}"));
+            }
+            (Source::History, v)
+        }
+        (Some(d), None) => {
+            reasons.push(format!("{what}: spec asks {d}"));
+            (Source::Spec, d)
+        }
+        (None, None) => {
+            reasons.push(format!(
+                "{what}: no spec value and no confident history: Istio default {default}"
+            ));
+            (Source::Default, default)
+        }
     }
 }
 
@@ -299,97 +437,67 @@ fn is_confident(c: &ContainerUsage, policy: &Policy) -> bool {
     c.hours >= policy.min_history_hours && c.samples >= policy.min_history_samples
 }
 
-/// Requests from confident history, with the reason text.
+/// Requests from confident history, per resource, with the reason text.
 fn history_requests(
     c: &ContainerUsage,
     history_replicas: Option<f64>,
     spec_replicas: Option<u32>,
     policy: &Policy,
-) -> (Resources, String) {
-    let p95_m = c.cpu_p95_cores * 1000.0;
-    let mut cpu_m = p95_m / policy.target_utilization;
-    let mut why = format!(
-        "history p95 {} over {} ÷ {} → {}",
-        Cpu(p95_m.ceil() as u64),
-        span(c.hours),
-        policy.target_utilization,
-        Cpu(round_up(cpu_m, policy.cpu_step_millis))
-    );
-    if let (Some(h), Some(s)) = (history_replicas, spec_replicas) {
-        let s = f64::from(s);
-        if h > 0.0 && (h - s).abs() > 1e-9 {
-            let factor = h / s;
-            cpu_m *= factor;
+) -> FromHistory {
+    let cpu = (c.cpu_p95_cores.is_finite() && c.cpu_p95_cores > 0.0).then(|| {
+        let p95_m = c.cpu_p95_cores * 1000.0;
+        let mut cpu_m = p95_m / policy.target_utilization;
+        let mut why = format!(
+            "history p95 {} over {} ÷ {} → {}",
+            Cpu(p95_m.ceil() as u64),
+            span(c.hours),
+            policy.target_utilization,
+            Cpu(round_up(cpu_m, policy.cpu_step_millis))
+        );
+        if let (Some(h), Some(s)) = (history_replicas, spec_replicas) {
+            let s = f64::from(s);
+            if h > 0.0 && (h - s).abs() > 1e-9 {
+                let factor = h / s;
+                cpu_m *= factor;
+                why.push_str(&format!(
+                    "; replicas {} in history vs {} in spec ×{:.2} → {}",
+                    trim_float(h),
+                    s,
+                    factor,
+                    Cpu(round_up(cpu_m, policy.cpu_step_millis))
+                ));
+            }
+        }
+        (Cpu(round_up(cpu_m, policy.cpu_step_millis)), why)
+    });
+
+    let memory = (c.memory_max_bytes > 0).then(|| {
+        let peak = c.memory_max_bytes as f64;
+        let mut mem = round_up(peak * policy.memory_headroom, MI);
+        let mut why = format!(
+            "history max {} over {} × {} → {}",
+            Memory(c.memory_max_bytes),
+            span(c.hours),
+            policy.memory_headroom,
+            Memory(mem)
+        );
+        if c.oom_kills > 0 {
+            let bumped = round_up(
+                (peak + policy.oom_extra_bytes as f64).max(peak * policy.oom_factor),
+                MI,
+            );
+            if bumped > mem {
+                mem = bumped;
+            }
             why.push_str(&format!(
-                "; replicas {} in history vs {} in spec ×{:.2} → {}",
-                trim_float(h),
-                s,
-                factor,
-                Cpu(round_up(cpu_m, policy.cpu_step_millis))
+                "; {} in window → at least {}",
+                plural(u64::from(c.oom_kills), "OOM kill"),
+                Memory(mem)
             ));
         }
-    }
-    let cpu = Cpu(round_up(cpu_m, policy.cpu_step_millis));
-
-    let peak = c.memory_max_bytes as f64;
-    let mut mem = round_up(peak * policy.memory_headroom, MI);
-    why.push_str(&format!(
-        "; memory max {} × {} → {}",
-        Memory(c.memory_max_bytes),
-        policy.memory_headroom,
-        Memory(mem)
-    ));
-    if c.oom_kills > 0 {
-        let bumped = round_up(
-            (peak + policy.oom_extra_bytes as f64).max(peak * policy.oom_factor),
-            MI,
-        );
-        if bumped > mem {
-            mem = bumped;
-        }
-        why.push_str(&format!(
-            "; {} in window → at least {}",
-            plural(u64::from(c.oom_kills), "OOM kill"),
-            Memory(mem)
-        ));
-    }
-    (
-        Resources {
-            cpu,
-            memory: Memory(mem),
-        },
-        why,
-    )
-}
-
-/// Declared requests, with any missing half taken from Istio's defaults.
-fn fill_declared(
-    d: &Declared,
-    policy: &Policy,
-    reasons: &mut Vec<String>,
-    verb: &str,
-) -> Resources {
-    let r = Resources {
-        cpu: d.cpu.unwrap_or(policy.default_requests.cpu),
-        memory: d.memory.unwrap_or(policy.default_requests.memory),
-    };
-    reasons.push(format!("{verb} {}", show_declared(d)));
-    if d.cpu.is_none() {
-        reasons.push(format!("cpu not declared: Istio default {}", r.cpu));
-    }
-    if d.memory.is_none() {
-        reasons.push(format!("memory not declared: Istio default {}", r.memory));
-    }
-    r
-}
-
-fn show_declared(d: &Declared) -> String {
-    match (d.cpu, d.memory) {
-        (Some(c), Some(m)) => format!("{c}/{m}"),
-        (Some(c), None) => format!("cpu {c}"),
-        (None, Some(m)) => format!("memory {m}"),
-        (None, None) => "nothing".to_string(),
-    }
+        (Memory(mem), why)
+    });
+    FromHistory { cpu, memory }
 }
 
 fn clamp(r: Resources, policy: &Policy, reasons: &mut Vec<String>) -> Resources {
@@ -410,20 +518,43 @@ fn clamp(r: Resources, policy: &Policy, reasons: &mut Vec<String>) -> Resources 
     Resources { cpu, memory }
 }
 
+/// Limits per resource: the spec's explicit limit when it has one (below a history or spec
+/// request it is raised to the request; Istio's default request above it is lowered to it,
+/// so the team's limit holds); else Istio's default limit for a default request; else the
+/// policy's rule (cpu: whole cores; memory: = request).
 fn limits_for(
-    requests: Resources,
+    requests: &mut Resources,
+    source: Sources,
     explicit: &Declared,
     policy: &Policy,
     reasons: &mut Vec<String>,
 ) -> Resources {
     let cpu = match explicit.cpu {
-        Some(l) if l >= requests.cpu => l,
+        Some(l) if l >= requests.cpu => {
+            reasons.push(format!("cpu limit: spec sets {l}"));
+            l
+        }
+        Some(l) if source.cpu == Source::Default => {
+            reasons.push(format!(
+                "cpu limit: spec sets {l}; Istio's default request {} lowered to it",
+                requests.cpu
+            ));
+            requests.cpu = l;
+            l
+        }
         Some(l) => {
             reasons.push(format!(
-                "spec cpu limit {l} below request → {}",
+                "cpu limit: spec sets {l}, below the request → {}",
                 requests.cpu
             ));
             requests.cpu
+        }
+        None if source.cpu == Source::Default => {
+            reasons.push(format!(
+                "cpu limit: Istio default {}",
+                policy.default_limits.cpu
+            ));
+            policy.default_limits.cpu.max(requests.cpu)
         }
         None => {
             let want = (requests.cpu.0 as f64 * policy.cpu_limit_factor)
@@ -440,13 +571,31 @@ fn limits_for(
         }
     };
     let memory = match explicit.memory {
-        Some(l) if l >= requests.memory => l,
+        Some(l) if l >= requests.memory => {
+            reasons.push(format!("memory limit: spec sets {l}"));
+            l
+        }
+        Some(l) if source.memory == Source::Default => {
+            reasons.push(format!(
+                "memory limit: spec sets {l}; Istio's default request {} lowered to it",
+                requests.memory
+            ));
+            requests.memory = l;
+            l
+        }
         Some(l) => {
             reasons.push(format!(
-                "spec memory limit {l} below request → {}",
+                "memory limit: spec sets {l}, below the request → {}",
                 requests.memory
             ));
             requests.memory
+        }
+        None if source.memory == Source::Default => {
+            reasons.push(format!(
+                "memory limit: Istio default {}",
+                policy.default_limits.memory
+            ));
+            policy.default_limits.memory.max(requests.memory)
         }
         None => requests.memory,
     };
@@ -454,24 +603,22 @@ fn limits_for(
 }
 
 /// SpecDrift: the team's declared proxy requests vs what history gives.
-fn drift(declared: &Declared, history: &Resources, policy: &Policy) -> Vec<Finding> {
+fn drift(declared: &Declared, history: &FromHistory, policy: &Policy) -> Vec<Finding> {
     let mut out = Vec::new();
     let pairs = [
         (
             "cpu",
             declared.cpu.map(|c| (c.0, c.to_string())),
-            history.cpu.0,
-            history.cpu.to_string(),
+            history.cpu.as_ref().map(|(c, _)| (c.0, c.to_string())),
         ),
         (
             "memory",
             declared.memory.map(|m| (m.0, m.to_string())),
-            history.memory.0,
-            history.memory.to_string(),
+            history.memory.as_ref().map(|(m, _)| (m.0, m.to_string())),
         ),
     ];
-    for (what, spec, hist, hist_text) in pairs {
-        let Some((spec, spec_text)) = spec else {
+    for (what, spec, hist) in pairs {
+        let (Some((spec, spec_text)), Some((hist, hist_text))) = (spec, hist) else {
             continue;
         };
         let larger = spec.max(hist) as f64;
@@ -627,7 +774,7 @@ mod tests {
     #[test]
     fn defaults_when_nothing_known() {
         let d = run(None, None);
-        assert_eq!(d.source, Source::Default);
+        assert_eq!(d.source, Sources::both(Source::Default));
         assert_eq!(
             d.requests,
             Resources {
@@ -643,14 +790,14 @@ mod tests {
             }
         );
         assert!(d.findings.is_empty());
-        assert!(!d.inject);
+        assert!(d.inject.is_none());
     }
 
     #[test]
     fn declared_spec() {
         let s = spec(SPEC);
         let d = run(Some(&s), None);
-        assert_eq!(d.source, Source::Spec);
+        assert_eq!(d.source, Sources::both(Source::Spec));
         assert_eq!(
             d.requests,
             Resources {
@@ -667,7 +814,7 @@ mod tests {
             }
         );
         assert!(
-            d.reasons[0].contains("spec asks 500m/80Mi"),
+            d.reasons[0] == "cpu: spec asks 500m" && d.reasons[1] == "memory: spec asks 80Mi",
             "{:?}",
             d.reasons
         );
@@ -691,8 +838,14 @@ mod tests {
                 memory: Memory(512 * MI)
             }
         );
-        assert!(d.inject);
-        assert!(d.reasons.iter().any(|r| r.contains("memory not declared")));
+        assert_eq!(
+            d.inject,
+            Some(("sidecar.istio.io/inject", "true".to_string()))
+        );
+        assert!(d
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("memory: no spec value and no confident history")));
     }
 
     #[test]
@@ -700,7 +853,7 @@ mod tests {
         let s = spec(SPEC);
         let u = usage(cu(0.212, 80), None, Some(6.0));
         let d = run(Some(&s), Some(&u));
-        assert_eq!(d.source, Source::History);
+        assert_eq!(d.source, Sources::both(Source::History));
         // 212m / 0.75 = 282.67 → 285m (multiple of 5m)
         assert_eq!(d.requests.cpu, Cpu(285));
         // 80Mi × 1.15 = 92Mi
@@ -708,11 +861,15 @@ mod tests {
         assert_eq!(d.limits.cpu, Cpu(1000));
         assert_eq!(d.limits.memory, Memory(92 * MI));
         assert!(
-            d.reasons[0].starts_with("history p95 212m over 14d ÷ 0.75 → 285m"),
+            d.reasons[0] == "cpu: history p95 212m over 14d ÷ 0.75 → 285m",
             "{:?}",
             d.reasons
         );
-        assert!(d.reasons[1].contains("spec asked 500m/80Mi"));
+        assert_eq!(d.reasons[1], "cpu: spec asked 500m");
+        assert_eq!(
+            d.reasons[2],
+            "memory: history max 80Mi over 14d × 1.15 → 92Mi"
+        );
         // 500m declared vs 285m from history: 43% apart → SpecDrift; memory 80Mi vs 92Mi is 13%.
         assert_eq!(d.findings.len(), 1, "{:?}", d.findings);
         assert_eq!(d.findings[0].kind, FindingKind::SpecDrift);
@@ -803,7 +960,7 @@ mod tests {
         let d = run(None, Some(&usage(c.clone(), None, None)));
         assert_eq!(d.requests.memory, Memory(300 * MI));
         assert_eq!(d.limits.memory, Memory(300 * MI));
-        assert!(d.reasons[0].contains("1 OOM kill"), "{:?}", d.reasons);
+        assert!(d.reasons[1].contains("1 OOM kill"), "{:?}", d.reasons);
         // Large peak: ×1.2 wins over +100Mi. 1000Mi → 1200Mi
         c.memory_max_bytes = 1000 * MI;
         let d = run(None, Some(&usage(c, None, None)));
@@ -816,7 +973,7 @@ mod tests {
         let mut c = cu(0.9, 500);
         c.hours = 6.0;
         let d = run(Some(&s), Some(&usage(c.clone(), None, None)));
-        assert_eq!(d.source, Source::Spec);
+        assert_eq!(d.source, Sources::both(Source::Spec));
         assert_eq!(d.requests.cpu, Cpu(500));
         assert_eq!(d.findings.len(), 1);
         assert_eq!(d.findings[0].kind, FindingKind::LowConfidence);
@@ -828,7 +985,7 @@ mod tests {
         c.hours = 48.0;
         c.samples = 99;
         let d = run(None, Some(&usage(c, None, None)));
-        assert_eq!(d.source, Source::Default);
+        assert_eq!(d.source, Sources::both(Source::Default));
         assert_eq!(d.findings[0].kind, FindingKind::LowConfidence);
     }
 
@@ -838,7 +995,7 @@ mod tests {
             "deployment:\n  istio:\n    pin: true\n    resources: {cpu: 700m, memory: 200Mi}\n",
         );
         let d = run(Some(&s), Some(&usage(cu(0.1, 50), None, None)));
-        assert_eq!(d.source, Source::PinnedSpec);
+        assert_eq!(d.source, Sources::both(Source::PinnedSpec));
         assert_eq!(
             d.requests,
             Resources {
@@ -856,7 +1013,7 @@ mod tests {
         assert!(
             d.reasons
                 .iter()
-                .any(|r| r.contains("history would give cpu 135m")),
+                .any(|r| r.contains("history would give 135m")),
             "{:?}",
             d.reasons
         );
@@ -893,6 +1050,101 @@ mod tests {
         assert!(imbalanced(&run(None, Some(&u))).is_empty());
     }
 
+    fn d(cpu: u64, mem_mi: u64) -> Resources {
+        Resources {
+            cpu: Cpu(cpu),
+            memory: Memory(mem_mi * MI),
+        }
+    }
+
+    #[test]
+    fn cpu_only_spec_leaves_memory_at_istio_default_request_and_limit() {
+        let s = spec("deployment:\n  istio:\n    resources: {cpu: 300m}\n");
+        let dd = run(Some(&s), None);
+        assert_eq!(dd.source.cpu, Source::Spec);
+        assert_eq!(dd.source.memory, Source::Default);
+        assert_eq!(dd.source.as_str(), "spec/default");
+        assert_eq!(dd.requests, d(300, 128));
+        // Never a 128Mi memory LIMIT without evidence: Istio's own default limit is 1Gi.
+        assert_eq!(dd.limits, d(1000, 1024));
+    }
+
+    #[test]
+    fn memory_only_spec_leaves_cpu_at_istio_default() {
+        let s = spec("deployment:\n  istio:\n    resources: {memory: 200Mi}\n");
+        let dd = run(Some(&s), None);
+        assert_eq!(dd.source.as_str(), "default/spec");
+        assert_eq!(dd.requests, d(100, 200));
+        assert_eq!(dd.limits, d(2000, 200));
+    }
+
+    #[test]
+    fn limits_only_spec_is_honoured() {
+        let s = spec("deployment:\n  istio:\n    limits: {cpu: 3, memory: 512Mi}\n");
+        let dd = run(Some(&s), None);
+        assert_eq!(dd.source, Sources::both(Source::Default));
+        assert_eq!(dd.requests, d(100, 128));
+        assert_eq!(dd.limits, d(3000, 512));
+        // A limit below Istio's default request lowers the request to it (valid pod).
+        let s = spec("deployment:\n  istio:\n    limits: {cpu: 50m, memory: 64Mi}\n");
+        let dd = run(Some(&s), None);
+        assert_eq!(dd.requests, d(50, 64));
+        assert_eq!(dd.limits, d(50, 64));
+        // With history for cpu only: cpu from history, limits as the spec says.
+        let mut c = cu(0.3, 0);
+        c.memory_max_bytes = 0;
+        let s = spec("deployment:\n  istio:\n    limits: {cpu: 3, memory: 512Mi}\n");
+        let dd = run(Some(&s), Some(&usage(c, None, None)));
+        assert_eq!(dd.source.as_str(), "history/default");
+        assert_eq!(dd.requests, d(400, 128));
+        assert_eq!(dd.limits, d(3000, 512));
+    }
+
+    #[test]
+    fn zero_or_missing_memory_history_is_no_evidence() {
+        // Confident cpu history, memory 0 (missing series): memory falls through the chain.
+        let mut c = cu(0.15, 0);
+        c.memory_max_bytes = 0;
+        let dd = run(None, Some(&usage(c.clone(), None, None)));
+        assert_eq!(dd.source.as_str(), "history/default");
+        assert_eq!(dd.requests, d(200, 128));
+        assert_eq!(dd.limits, d(1000, 1024), "not 32Mi/32Mi");
+        // With a declared memory, the spec decides memory.
+        let s = spec("deployment:\n  istio:\n    resources: {cpu: 500m, memory: 90Mi}\n");
+        let dd = run(Some(&s), Some(&usage(c, None, None)));
+        assert_eq!(dd.source.as_str(), "history/spec");
+        assert_eq!(dd.requests, d(200, 90));
+        assert_eq!(dd.limits, d(1000, 90));
+        // No SpecDrift for a resource history has no figure for.
+        assert!(
+            dd.findings.iter().all(|f| !f.message.contains("memory")),
+            "{:?}",
+            dd.findings
+        );
+        // Zero cpu history: cpu is not evidence either.
+        let dd = run(None, Some(&usage(cu(0.0, 100), None, None)));
+        assert_eq!(dd.source.as_str(), "default/history");
+        assert_eq!(dd.requests, d(100, 115));
+        assert_eq!(dd.limits, d(2000, 115));
+    }
+
+    #[test]
+    fn pinned_spec_pins_only_what_it_declares() {
+        let s = spec("deployment:\n  istio:\n    pin: true\n    resources: {cpu: 700m}\n");
+        let dd = run(Some(&s), Some(&usage(cu(0.1, 50), None, None)));
+        assert_eq!(dd.source.as_str(), "spec-pinned/history");
+        assert_eq!(dd.requests, d(700, 58));
+    }
+
+    #[test]
+    fn revision_label_from_spec() {
+        let s = spec("deployment:\n  istio:\n    enabled: true\n    revision: canary\n");
+        assert_eq!(
+            run(Some(&s), None).inject,
+            Some(("istio.io/rev", "canary".to_string()))
+        );
+    }
+
     #[test]
     fn deterministic() {
         let s = spec(SPEC);
@@ -922,5 +1174,57 @@ mod tests {
             ..Policy::default()
         };
         assert!(p.validate().is_err());
+        // Policies that would leave every pod unsized do not start; the flag is named.
+        let cases: Vec<(Policy, &str)> = vec![
+            (
+                Policy {
+                    cpu_limit_factor: 0.5,
+                    ..Policy::default()
+                },
+                "--cpu-limit-factor",
+            ),
+            (
+                Policy {
+                    cpu_limit_min: Cpu(0),
+                    ..Policy::default()
+                },
+                "--cpu-limit-min",
+            ),
+            (
+                Policy {
+                    memory_headroom: 0.9,
+                    ..Policy::default()
+                },
+                "--memory-headroom",
+            ),
+            (
+                Policy {
+                    min_memory: Memory(8 * GI),
+                    ..Policy::default()
+                },
+                "--min-memory",
+            ),
+            (
+                Policy {
+                    cpu_step_millis: 0,
+                    ..Policy::default()
+                },
+                "--cpu-step",
+            ),
+            (
+                Policy {
+                    default_requests: Resources {
+                        cpu: Cpu(3000),
+                        memory: Memory(128 * MI),
+                    },
+                    ..Policy::default()
+                },
+                "--default-cpu",
+            ),
+        ];
+        for (p, flag) in cases {
+            let e = p.validate().unwrap_err();
+            assert!(e.contains(flag), "{e}");
+        }
     }
 }

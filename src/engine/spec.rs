@@ -26,6 +26,9 @@ pub struct Spec {
     pub proxy_limits: Declared,
     /// `deployment.istio.pin`: use the declared size; history only advises.
     pub pin: bool,
+    /// `deployment.istio.revision`: with `enabled: true`, label `istio.io/rev=<rev>` instead
+    /// of `sidecar.istio.io/inject=true`.
+    pub revision: Option<String>,
     /// `deployment.container.replicas`.
     pub replicas: Option<u32>,
     /// `deployment.container.resources`: the app container's declared requests.
@@ -66,6 +69,7 @@ struct IstioSection {
     limits: Option<IstioResources>,
     #[serde(default)]
     pin: bool,
+    revision: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +184,7 @@ pub fn parse(text: &str) -> Result<Spec, String> {
     if let Some(istio) = deployment.istio {
         spec.inject = istio.enabled;
         spec.pin = istio.pin;
+        spec.revision = istio.revision;
         if let Some(r) = istio.resources {
             spec.proxy_requests = declared(r.cpu, r.memory);
         }
@@ -218,6 +223,27 @@ fn validate(spec: &Spec) -> Result<(), String> {
             "deployment.istio.pin: true needs deployment.istio.resources (cpu and/or memory)"
                 .to_string(),
         );
+    }
+    if let Some(rev) = &spec.revision {
+        // A label value Istio's revision webhooks can select on (a DNS-1123 label, as
+        // `istioctl` requires of revision names).
+        let ok = !rev.is_empty()
+            && rev.len() <= 63
+            && rev
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !rev.starts_with('-')
+            && !rev.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "deployment.istio.revision: {rev:?} is not a revision name (lower-case letters, digits and '-', at most 63)"
+            ));
+        }
+        if spec.inject != Some(true) {
+            return Err(format!(
+                "deployment.istio.revision: {rev:?} needs deployment.istio.enabled: true"
+            ));
+        }
     }
     if spec.replicas == Some(0) {
         return Err("deployment.container.replicas: 0 must be at least 1".to_string());
@@ -436,6 +462,19 @@ deployment:
         assert!(e.contains("line"), "{e}");
         let e = err("other: 1\n");
         assert!(e.contains("deployment"), "{e}");
+    }
+
+    #[test]
+    fn revision_field() {
+        let s = parse("deployment:\n  istio:\n    enabled: true\n    revision: canary\n").unwrap();
+        assert_eq!(s.revision.as_deref(), Some("canary"));
+        let e = err("deployment:\n  istio:\n    enabled: true\n    revision: Canary_1\n");
+        assert!(
+            e.contains("deployment.istio.revision") && e.contains("Canary_1"),
+            "{e}"
+        );
+        let e = err("deployment:\n  istio:\n    revision: canary\n");
+        assert!(e.contains("needs deployment.istio.enabled: true"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Which workload a pod belongs to (DESIGN §5).
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::fmt;
 
 /// The kind of object a pod's spec and history are keyed under.
@@ -13,9 +13,11 @@ pub enum WorkloadKind {
     DaemonSet,
     Job,
     CronJob,
+    /// An Argo Rollout: its ReplicaSets' pods carry `rollouts-pod-template-hash`.
+    Rollout,
     /// No owner: named from labels, generateName or the pod name.
     Pod,
-    /// An owner kind we do not know (e.g. an Argo Rollout): named after the owner.
+    /// A controller kind we do not know: named after the owner.
     Other(String),
 }
 
@@ -28,6 +30,7 @@ impl WorkloadKind {
             WorkloadKind::DaemonSet => "DaemonSet",
             WorkloadKind::Job => "Job",
             WorkloadKind::CronJob => "CronJob",
+            WorkloadKind::Rollout => "Rollout",
             WorkloadKind::Pod => "Pod",
             WorkloadKind::Other(k) => k,
         }
@@ -72,11 +75,14 @@ pub fn identify(pod: &Pod, request_namespace: Option<&str>) -> Result<Workload, 
         .or(meta.namespace.as_deref().filter(|ns| !ns.is_empty()))
         .ok_or(WorkloadError::NoNamespace)?
         .to_string();
-    let owners = meta.owner_references.as_deref().unwrap_or_default();
-    let owner = owners
+    // Only the controller names the workload: other owners (a ConfigMap, a custom
+    // garbage-collection parent) do not create the pod and say nothing of its workload.
+    let owner = meta
+        .owner_references
+        .as_deref()
+        .unwrap_or_default()
         .iter()
-        .find(|o| o.controller == Some(true))
-        .or_else(|| owners.first());
+        .find(|o| o.controller == Some(true));
     let (kind, name) = match owner {
         Some(owner) => from_owner(owner, pod),
         None => (WorkloadKind::Pod, name_without_owner(pod)),
@@ -95,6 +101,14 @@ fn from_owner(owner: &OwnerReference, pod: &Pod) -> (WorkloadKind, String) {
     let name = owner.name.clone();
     match owner.kind.as_str() {
         "ReplicaSet" => {
+            // Argo Rollouts name their ReplicaSets `<rollout>-<hash>` and label the pods
+            // `rollouts-pod-template-hash` (not `pod-template-hash`):
+            // https://argo-rollouts.readthedocs.io/en/stable/features/specification/
+            let rollout =
+                label(pod, "rollouts-pod-template-hash").and_then(|h| strip_dash_suffix(&name, h));
+            if let Some(rollout) = rollout {
+                return (WorkloadKind::Rollout, rollout.to_string());
+            }
             let hash = label(pod, "pod-template-hash");
             match hash.and_then(|h| strip_dash_suffix(&name, h)) {
                 Some(deployment) => (WorkloadKind::Deployment, deployment.to_string()),
@@ -107,6 +121,7 @@ fn from_owner(owner: &OwnerReference, pod: &Pod) -> (WorkloadKind, String) {
             Some(cron) => (WorkloadKind::CronJob, cron.to_string()),
             None => (WorkloadKind::Job, name),
         },
+        "Rollout" => (WorkloadKind::Rollout, name),
         other => (WorkloadKind::Other(other.to_string()), name),
     }
 }
@@ -117,10 +132,12 @@ fn strip_dash_suffix<'a>(name: &'a str, suffix: &str) -> Option<&'a str> {
     (!base.is_empty()).then_some(base)
 }
 
-/// A Job created by a CronJob is named `<cronjob>-<digits>` (scheduled time in minutes).
-fn cronjob_of(job: &str) -> Option<&str> {
+/// A Job created by a CronJob is named `<cronjob>-<scheduled time in minutes>`: 8 or more
+/// digits (`getJobName` in Kubernetes' pkg/controller/cronjob/utils.go). A Job named
+/// `backup-42` is not a CronJob's.
+pub fn cronjob_of(job: &str) -> Option<&str> {
     let (base, digits) = job.rsplit_once('-')?;
-    (!base.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+    (!base.is_empty() && digits.len() >= 8 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then_some(base)
 }
 
@@ -142,6 +159,46 @@ fn name_without_owner(pod: &Pod) -> String {
         return g.strip_suffix('-').unwrap_or(g).to_string();
     }
     meta.name.clone().unwrap_or_default()
+}
+
+/// Give a pod template the metadata its controller puts on the pods it creates, so that
+/// [`identify`] names the template's pods as it will name the real ones:
+/// a Deployment's pods are owned by ReplicaSet `<name>-<pod-template-hash>` and carry that
+/// label; an Argo Rollout's likewise with `rollouts-pod-template-hash`; a CronJob's by Job
+/// `<name>-<scheduled minutes>`; StatefulSet, DaemonSet, ReplicaSet and Job pods by the
+/// object itself. A bare Pod keeps its own metadata.
+pub fn as_created_by(meta: &mut ObjectMeta, kind: &WorkloadKind, name: &str) {
+    // Any hash works: identity strips whatever the label says from the ReplicaSet name.
+    const HASH: &str = "5d8f7c9b6";
+    let (owner_kind, owner_name, hash_label) = match kind {
+        WorkloadKind::Pod => return,
+        WorkloadKind::Deployment => (
+            "ReplicaSet",
+            format!("{name}-{HASH}"),
+            Some("pod-template-hash"),
+        ),
+        WorkloadKind::Rollout => (
+            "ReplicaSet",
+            format!("{name}-{HASH}"),
+            Some("rollouts-pod-template-hash"),
+        ),
+        // The scheduled time in minutes since the epoch: 8 digits.
+        WorkloadKind::CronJob => ("Job", format!("{name}-29000000"), None),
+        other => (other.as_str(), name.to_string(), None),
+    };
+    if let Some(label) = hash_label {
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .insert(label.to_string(), HASH.to_string());
+    }
+    meta.owner_references = Some(vec![OwnerReference {
+        api_version: String::new(),
+        kind: owner_kind.to_string(),
+        name: owner_name,
+        uid: String::new(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
 }
 
 #[cfg(test)]
@@ -205,8 +262,50 @@ mod tests {
         );
         assert_eq!(
             id(&owned("Rollout", "web", json!({}))),
-            (WorkloadKind::Other("Rollout".into()), "web".into())
+            (WorkloadKind::Rollout, "web".into())
         );
+        // A Job whose name ends in a few digits is its own workload, not a CronJob's.
+        assert_eq!(
+            id(&owned("Job", "backup-42", json!({}))),
+            (WorkloadKind::Job, "backup-42".into())
+        );
+        assert_eq!(
+            id(&owned("Job", "backup-2024010", json!({}))),
+            (WorkloadKind::Job, "backup-2024010".into())
+        );
+        assert_eq!(
+            id(&owned("Job", "backup-29012345", json!({}))),
+            (WorkloadKind::CronJob, "backup".into())
+        );
+        assert_eq!(
+            id(&owned("Widget", "w1", json!({}))),
+            (WorkloadKind::Other("Widget".into()), "w1".into())
+        );
+    }
+
+    #[test]
+    fn argo_rollout_replicasets() {
+        let p = owned(
+            "ReplicaSet",
+            "checkout-6c9f7d8b4",
+            json!({"rollouts-pod-template-hash": "6c9f7d8b4", "app": "checkout"}),
+        );
+        assert_eq!(id(&p), (WorkloadKind::Rollout, "checkout".into()));
+    }
+
+    #[test]
+    fn non_controller_owners_are_ignored() {
+        let p = pod(
+            json!({"metadata": {"generateName": "shared-config-", "labels": {"app": "cart"},
+            "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "shared-config", "uid": "a"}
+        ]}, "spec": {"containers": []}}),
+        );
+        assert_eq!(id(&p), (WorkloadKind::Pod, "cart".into()));
+        let p = pod(json!({"metadata": {"name": "one-off", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "b", "controller": false}
+        ]}, "spec": {"containers": []}}));
+        assert_eq!(id(&p), (WorkloadKind::Pod, "one-off".into()));
     }
 
     #[test]

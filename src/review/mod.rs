@@ -1,13 +1,14 @@
 //! `sidecar-sizer review`: the webhook's decisions for manifests not yet applied
 //! (a pull request, `helm template`, `kustomize build`), with the same decide() and patch.
 
+use crate::engine::constraints::ClusterSnapshot;
 use crate::engine::patch::{
     self, ANN_CPU, ANN_CPU_LIMIT, ANN_DECISION, ANN_MEMORY, ANN_MEMORY_LIMIT,
 };
-use crate::engine::pipeline::{self, Evaluation, Settings};
+use crate::engine::pipeline::{self, PodContext, Settings, Snapshots, Verdict};
 use crate::engine::sizing::Resources;
 use crate::engine::spec::SpecStore;
-use crate::engine::workload::{self, Workload, WorkloadKind};
+use crate::engine::workload::{self, WorkloadKind};
 use crate::sources::history::UsageSnapshot;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
@@ -67,6 +68,10 @@ pub struct Item {
     pub notes: Vec<String>,
     /// The manifest would change (pod template annotations / istio-proxy resources).
     pub changed: bool,
+    /// The webhook would skip this pod (Istio will not inject it, `sidecar-sizer.io/skip`):
+    /// why. Never written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 #[derive(Default)]
@@ -158,6 +163,7 @@ fn template_path(kind: &str) -> Option<(&'static [&'static str], WorkloadKind)> 
             &["spec", "jobTemplate", "spec", "template"],
             WorkloadKind::CronJob,
         ),
+        "Rollout" => (&["spec", "template"], WorkloadKind::Rollout),
         _ => return None,
     })
 }
@@ -279,57 +285,75 @@ fn review_object(
         }
     };
     pod.metadata.namespace = Some(namespace.clone());
-    let workload = if wl_kind == WorkloadKind::Pod {
-        match workload::identify(&pod, Some(&namespace)) {
-            Ok(w) => w,
-            Err(e) => {
-                out.errors.push(format!("{file}:{line}: Pod: {e}"));
-                return false;
-            }
-        }
-    } else {
-        Workload {
-            namespace: namespace.clone(),
-            kind: wl_kind,
-            name: name.clone(),
-        }
-    };
+    // The pod the webhook will receive carries its controller's ownerReference and labels:
+    // give the template the same, so identity comes from the one function admission uses.
+    workload::as_created_by(&mut pod.metadata, &wl_kind, &name);
     let (cur_req, cur_lim) = pipeline::current_size(&pod, &ctx.settings.policy);
-    let Evaluation {
-        decision,
-        planned,
-        spec_warning,
-        patched,
-    } = pipeline::evaluate(&pod, &workload, ctx.settings, ctx.specs, ctx.usage);
+    let cluster = ClusterSnapshot::default();
+    let snaps = Snapshots {
+        specs: ctx.specs,
+        usage: ctx.usage,
+        cluster: &cluster,
+    };
+    let pctx = PodContext {
+        namespace: Some(&namespace),
+    };
+    let verdict = pipeline::run(&pod, &pctx, ctx.settings, &snaps);
     let mut item = Item {
         file: file.to_string(),
         line,
         kind: kind.clone(),
-        namespace,
-        name,
-        workload: workload.name.clone(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        workload: String::new(),
         current: Sizes::of(cur_req, cur_lim),
         proposed: None,
-        source: decision.source.as_str().to_string(),
-        reasons: decision.reasons.clone(),
-        warnings: spec_warning.into_iter().collect(),
+        source: String::new(),
+        reasons: Vec::new(),
+        warnings: Vec::new(),
         notes: Vec::new(),
         changed: false,
+        skipped: None,
     };
-    let (planned, patched) = match (planned, patched) {
-        (Ok(p), Some(patched)) => (p, patched),
-        (Err(e), _) => {
-            item.warnings.push(format!("sidecar-sizer: not sized: {e}"));
+    let sized = match verdict {
+        Verdict::Skip { reason } => {
+            item.skipped = Some(reason);
             out.items.push(item);
             return false;
         }
-        (Ok(_), None) => {
+        Verdict::NotSized {
+            workload,
+            error,
+            decision,
+            warnings,
+        } => {
+            if let Some(w) = workload {
+                item.workload = w.name;
+            }
+            if let Some(d) = decision {
+                item.source = d.source.as_str().to_string();
+                item.reasons = d.reasons;
+            }
+            item.warnings = warnings;
+            item.warnings
+                .push(format!("sidecar-sizer: not sized: {error}"));
             out.items.push(item);
             return false;
         }
+        Verdict::Sized(s) => s,
     };
-    item.warnings
-        .extend(pipeline::finding_warnings(&decision.findings, &planned));
+    let pipeline::Sized {
+        workload,
+        decision,
+        planned,
+        patched,
+        warnings,
+        ..
+    } = *sized;
+    item.workload = workload.name;
+    item.source = decision.source.as_str().to_string();
+    item.reasons = decision.reasons;
+    item.warnings = warnings;
     item.proposed = Some(Sizes::of(planned.requests, planned.limits));
     let proxy = patch::find_proxy(&pod).ok().flatten().map(|(p, _)| p);
     let touches = |path: &str| {

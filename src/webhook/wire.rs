@@ -8,12 +8,9 @@
 
 use crate::engine::patch::Planned;
 pub use crate::engine::pipeline::Settings;
-use crate::engine::pipeline::{
-    annotation, current_size, evaluate, finding_warnings, skip_reason, Evaluation, Snapshots,
-    ANN_MODE,
-};
-use crate::engine::sizing::{Decision, FindingKind, Policy, Resources, Source};
-use crate::engine::workload::{self, Workload};
+use crate::engine::pipeline::{self, current_size, PodContext, Snapshots, Verdict};
+use crate::engine::sizing::{Decision, FindingKind, Policy, Resources, Sources};
+use crate::engine::workload::Workload;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::ByteString;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
@@ -76,8 +73,10 @@ pub struct Answer {
     pub uid: String,
     pub mode: Mode,
     pub outcome: Outcome,
-    pub source: Option<Source>,
+    pub source: Option<Sources>,
     pub workload: Option<Workload>,
+    /// Why a pod that was not skipped was not sized (metric label of [`NotSized`]).
+    pub not_sized: Option<&'static str>,
     /// Why we skipped or failed, for the log.
     pub detail: Option<String>,
     pub requests: Option<Resources>,
@@ -175,6 +174,7 @@ fn blank_answer(mode: Mode, outcome: Outcome) -> Answer {
         outcome,
         source: None,
         workload: None,
+        not_sized: None,
         detail: None,
         requests: None,
         limits: None,
@@ -235,23 +235,13 @@ pub fn review(
         a.detail = Some("no object".into());
         return Ok(b.finish(a));
     };
-    if let Some(why) = skip_reason(pod) {
-        return Ok(skip(b, why));
-    }
-    if annotation(pod, ANN_MODE) == Some("dry-run") {
-        b.mode = Mode::DryRun;
-    }
-
-    let workload = match workload::identify(pod, req.namespace.as_deref()) {
-        Ok(w) => w,
-        Err(e) => {
-            b.warn(&format!("sidecar-sizer: pod not sized: {e}"));
-            let mut a = blank_answer(b.mode, Outcome::Error);
-            a.detail = Some(e.to_string());
-            return Ok(b.finish(a));
-        }
+    let ctx = PodContext {
+        namespace: req.namespace.as_deref(),
     };
-    Ok(size(pod, workload, b, settings, snaps))
+    match pipeline::run(pod, &ctx, settings, snaps) {
+        Verdict::Skip { reason } => Ok(skip(b, reason)),
+        verdict => Ok(answer(pod, verdict, b, &settings.policy)),
+    }
 }
 
 /// Answer without sizing (overload, deadline): allowed, no patch, a warning. Only the uid
@@ -360,46 +350,52 @@ fn describe_decode_error(e: &serde_json::Error) -> String {
     )
 }
 
-fn size(
-    pod: &Pod,
-    workload: Workload,
-    mut b: Builder,
-    settings: &Settings,
-    snaps: &Snapshots<'_>,
-) -> Answer {
-    let Evaluation {
-        decision,
-        planned,
-        spec_warning,
-        ..
-    } = evaluate(pod, &workload, settings, snaps.specs, snaps.usage);
+/// The answer for a pod the pipeline did not skip.
+fn answer(pod: &Pod, verdict: Verdict, mut b: Builder, policy: &Policy) -> Answer {
     let mut answer = blank_answer(b.mode, Outcome::Error);
-    answer.source = Some(decision.source);
-    answer.finding_kinds = decision.findings.iter().map(|f| f.kind).collect();
-    if let Some(w) = &spec_warning {
-        b.warn(w);
-        answer.finding_kinds.push(FindingKind::SpecError);
-    }
-    let planned = match planned {
-        Ok(p) => p,
-        Err(e) => {
-            b.warn(&format!("sidecar-sizer: pod not sized: {e}"));
-            answer.detail = Some(e.to_string());
-            answer.finding_kinds.push(FindingKind::Unsizable);
-            answer.workload = Some(workload);
+    let s = match verdict {
+        Verdict::Skip { reason } => {
+            answer.outcome = Outcome::Skipped;
+            answer.detail = Some(reason);
             return b.finish(answer);
         }
+        Verdict::NotSized {
+            workload,
+            error,
+            decision,
+            warnings,
+        } => {
+            for w in &warnings {
+                b.warn(w);
+            }
+            b.warn(&format!("sidecar-sizer: pod not sized: {error}"));
+            answer.source = decision.as_ref().map(|d| d.source);
+            answer.detail = Some(error.to_string());
+            answer.not_sized = Some(error.metric_label());
+            answer.finding_kinds.push(FindingKind::Unsizable);
+            answer.workload = workload;
+            return b.finish(answer);
+        }
+        Verdict::Sized(s) => s,
     };
+    if s.dry_run {
+        b.mode = Mode::DryRun;
+    }
+    answer.source = Some(s.decision.source);
+    answer.finding_kinds = s.decision.findings.iter().map(|f| f.kind).collect();
+    if s.warnings.iter().any(|w| w.contains(" invalid (")) {
+        answer.finding_kinds.push(FindingKind::SpecError);
+    }
+    let planned = &s.planned;
     answer.requests = Some(planned.requests);
     answer.limits = Some(planned.limits);
     if !planned.explicit.is_empty() {
         answer.finding_kinds.push(FindingKind::ExplicitKept);
     }
-
     match b.mode {
         Mode::Enforce => {
-            for w in finding_warnings(&decision.findings, &planned) {
-                b.warn(&w);
+            for w in &s.warnings {
+                b.warn(w);
             }
             if planned.ops.is_empty() {
                 answer.outcome = Outcome::Unchanged;
@@ -419,11 +415,11 @@ fn size(
             }
         }
         Mode::DryRun => {
-            for w in dry_run_summary(pod, &decision, &planned, &settings.policy) {
+            for w in dry_run_summary(pod, &s.decision, planned, policy) {
                 b.warn(&w);
             }
-            for w in finding_warnings(&decision.findings, &planned) {
-                b.warn(&w);
+            for w in &s.warnings {
+                b.warn(w);
             }
             if let Ok(json) = serde_json::to_string(&planned.record) {
                 b.audit.insert("decision".into(), json);
@@ -431,7 +427,7 @@ fn size(
             answer.outcome = Outcome::Reviewed;
         }
     }
-    answer.workload = Some(workload);
+    answer.workload = Some(s.workload);
     b.finish(answer)
 }
 

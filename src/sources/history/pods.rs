@@ -2,6 +2,9 @@
 //! `by (namespace, pod, container)` aggregates; the pod → workload mapping happens here).
 
 use super::{ContainerUsage, SnapshotMeta, UsageSnapshot};
+use crate::engine::workload;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::{BTreeMap, HashMap};
 
 /// Characters Kubernetes uses for generated name suffixes and pod-template-hashes
@@ -16,32 +19,95 @@ fn all_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The workload a pod name belongs to, from the suffixes controllers add:
-/// - `<deployment>-<pod-template-hash>-<5>` → the Deployment
-/// - `<cronjob>-<scheduled minutes>-<5>` → the CronJob
-/// - `<daemonset or job>-<5>` → the DaemonSet / Job
-/// - `<statefulset>-<ordinal>` → the StatefulSet
-/// - anything else → the pod name itself.
-pub fn workload_of_pod(pod: &str) -> &str {
-    if let Some((rest, suffix)) = pod.rsplit_once('-') {
-        if suffix.len() == 5 && is_safe(suffix) && !rest.is_empty() {
-            if let Some((base, mid)) = rest.rsplit_once('-') {
-                if !base.is_empty() {
-                    if all_digits(mid) && mid.len() >= 8 {
-                        return base;
-                    }
-                    if (6..=10).contains(&mid.len()) && is_safe(mid) {
-                        return base;
-                    }
-                }
-            }
-            return rest;
-        }
-        if all_digits(suffix) && !rest.is_empty() {
-            return rest;
-        }
+/// What kube-state-metrics says of a pod (`kube_pod_owner{owner_is_controller="true"}`,
+/// `kube_pod_labels`), when Prometheus has it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodFacts {
+    /// The controller owner: (kind, name).
+    pub owner: Option<(String, String)>,
+    /// The pod labels that name workloads (`app.kubernetes.io/name`, `app`,
+    /// `pod-template-hash`, `rollouts-pod-template-hash`).
+    pub labels: BTreeMap<String, String>,
+}
+
+pub type PodKey = (String, String);
+
+/// The workload of pod `pod` in `namespace`, by the SAME function admission uses
+/// ([`workload::identify`]), on the pod's metadata as far as history knows it: the
+/// controller owner and labels from kube-state-metrics when present, else what the pod name
+/// tells (controllers name pods `<replicaset>-<5>`, `<job>-<5>`, `<daemonset>-<5>`,
+/// `<statefulset>-<ordinal>`; a ReplicaSet is `<deployment>-<pod-template-hash>`, a
+/// CronJob's Job `<cronjob>-<minutes>`). A name ending in `-<5 generated chars>` came from a
+/// `generateName`.
+pub fn workload_of(namespace: &str, pod: &str, facts: Option<&PodFacts>) -> String {
+    let meta = synthetic_meta(pod, facts);
+    let p = Pod {
+        metadata: meta,
+        ..Pod::default()
+    };
+    match workload::identify(&p, Some(namespace)) {
+        Ok(w) => w.name,
+        Err(_) => pod.to_string(),
     }
-    pod
+}
+
+fn synthetic_meta(pod: &str, facts: Option<&PodFacts>) -> ObjectMeta {
+    let mut meta = ObjectMeta {
+        name: Some(pod.to_string()),
+        ..ObjectMeta::default()
+    };
+    let generated = pod
+        .rsplit_once('-')
+        .filter(|(rest, suffix)| !rest.is_empty() && suffix.len() == 5 && is_safe(suffix))
+        .map(|(rest, _)| rest);
+    if let Some(rest) = generated {
+        meta.generate_name = Some(format!("{rest}-"));
+    }
+    let owner = |kind: &str, name: &str| OwnerReference {
+        api_version: String::new(),
+        kind: kind.to_string(),
+        name: name.to_string(),
+        uid: String::new(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    };
+    if let Some(f) = facts {
+        if !f.labels.is_empty() {
+            meta.labels = Some(f.labels.clone());
+        }
+        if let Some((kind, name)) = &f.owner {
+            meta.owner_references = Some(vec![owner(kind, name)]);
+        }
+        return meta;
+    }
+    // Name only: infer the owner the way controllers name their pods.
+    let mut labels = BTreeMap::new();
+    let inferred = if let Some(rest) = generated {
+        match rest.rsplit_once('-') {
+            Some((base, mid)) if !base.is_empty() && all_digits(mid) && mid.len() >= 8 => {
+                Some(owner("Job", rest))
+            }
+            Some((base, mid))
+                if !base.is_empty() && (6..=10).contains(&mid.len()) && is_safe(mid) =>
+            {
+                labels.insert("pod-template-hash".to_string(), mid.to_string());
+                Some(owner("ReplicaSet", rest))
+            }
+            _ => Some(owner("DaemonSet", rest)),
+        }
+    } else {
+        match pod.rsplit_once('-') {
+            Some((base, ordinal)) if !base.is_empty() && all_digits(ordinal) => {
+                Some(owner("StatefulSet", base))
+            }
+            _ => None,
+        }
+    };
+    if !labels.is_empty() {
+        meta.labels = Some(labels);
+    }
+    meta.owner_references = inferred.map(|o| vec![o]);
+    meta
 }
 
 /// What Prometheus told us about one (namespace, pod, container).
@@ -65,17 +131,29 @@ type ByContainer<'a> = BTreeMap<&'a str, Vec<(&'a str, &'a PodSeries)>>;
 /// when a workload has nothing longer: a pod that lived minutes says little.
 const MIN_POD_SAMPLES_FOR_P95: u64 = 12;
 
-/// Fold per-pod series into per-workload usage. `step_seconds` is the query step.
+/// Fold per-pod series into per-workload usage. `step_seconds` is the query step; `facts`
+/// what kube-state-metrics told of each pod (may be empty).
 pub fn aggregate(
     series: &HashMap<SeriesKey, PodSeries>,
+    facts: &HashMap<PodKey, PodFacts>,
     step_seconds: f64,
     meta: SnapshotMeta,
 ) -> UsageSnapshot {
+    // One identity per pod, computed once.
+    let mut names: HashMap<(&str, &str), String> = HashMap::new();
+    for (ns, pod, _) in series.keys() {
+        names
+            .entry((ns.as_str(), pod.as_str()))
+            .or_insert_with(|| workload_of(ns, pod, facts.get(&(ns.clone(), pod.clone()))));
+    }
     // (namespace, workload) → container → [(pod, series)]
     let mut grouped: BTreeMap<(&str, &str), ByContainer<'_>> = BTreeMap::new();
     for ((ns, pod, container), s) in series {
+        let Some(wl) = names.get(&(ns.as_str(), pod.as_str())) else {
+            continue;
+        };
         grouped
-            .entry((ns.as_str(), workload_of_pod(pod)))
+            .entry((ns.as_str(), wl.as_str()))
             .or_default()
             .entry(container.as_str())
             .or_default()
@@ -177,19 +255,48 @@ fn min_opt(acc: Option<f64>, v: f64) -> Option<f64> {
 mod tests {
     use super::*;
 
+    fn name_only(pod: &str) -> String {
+        workload_of("ns", pod, None)
+    }
+
     #[test]
     fn pod_names_to_workloads() {
-        assert_eq!(workload_of_pod("cart-7d9f8c6b5-x2x7k"), "cart");
-        assert_eq!(workload_of_pod("api-v2-5c8d7f9b64-zqw5t"), "api-v2");
-        assert_eq!(workload_of_pod("db-0"), "db");
-        assert_eq!(workload_of_pod("db-12"), "db");
-        assert_eq!(workload_of_pod("node-agent-x7k2p"), "node-agent");
-        assert_eq!(workload_of_pod("report-29012345-b9xkz"), "report");
-        assert_eq!(workload_of_pod("migrate-4wz9c"), "migrate");
-        assert_eq!(workload_of_pod("standalone"), "standalone");
+        assert_eq!(name_only("cart-7d9f8c6b5-x2x7k"), "cart");
+        assert_eq!(name_only("api-v2-5c8d7f9b64-zqw5t"), "api-v2");
+        assert_eq!(name_only("db-0"), "db");
+        assert_eq!(name_only("db-12"), "db");
+        assert_eq!(name_only("node-agent-x7k2p"), "node-agent");
+        assert_eq!(name_only("report-29012345-b9xkz"), "report");
+        assert_eq!(name_only("migrate-4wz9c"), "migrate");
+        // A Job named with a few digits is not a CronJob's (admission agrees).
+        assert_eq!(name_only("backup-42-b9xkz"), "backup-42");
+        assert_eq!(name_only("standalone"), "standalone");
         // `-aeiou` is not a generated suffix (vowels are never used).
-        assert_eq!(workload_of_pod("web-aeiou"), "web-aeiou");
-        assert_eq!(workload_of_pod("-0"), "-0");
+        assert_eq!(name_only("web-aeiou"), "web-aeiou");
+        assert_eq!(name_only("-0"), "-0");
+    }
+
+    #[test]
+    fn kube_state_metrics_facts_win_over_the_name() {
+        // A bare pod labelled app=cart: admission names it `cart`, so does history.
+        let facts = PodFacts {
+            owner: None,
+            labels: [("app".to_string(), "cart".to_string())].into(),
+        };
+        assert_eq!(workload_of("ns", "cart-debug", Some(&facts)), "cart");
+        // An Argo Rollout's pod.
+        let facts = PodFacts {
+            owner: Some(("ReplicaSet".into(), "checkout-6c9f7d8b4".into())),
+            labels: [(
+                "rollouts-pod-template-hash".to_string(),
+                "6c9f7d8b4".to_string(),
+            )]
+            .into(),
+        };
+        assert_eq!(
+            workload_of("ns", "checkout-6c9f7d8b4-x2x7k", Some(&facts)),
+            "checkout"
+        );
     }
 
     fn s(cpu: f64, samples: u64, mem: f64, first: f64, last: f64) -> PodSeries {
@@ -236,7 +343,7 @@ mod tests {
             key("shop", "db-0", "istio-proxy"),
             s(0.3, 2, 1.0, 0.0, 300.0),
         );
-        let snap = aggregate(&m, 300.0, SnapshotMeta::default());
+        let snap = aggregate(&m, &HashMap::new(), 300.0, SnapshotMeta::default());
         let cart = snap.get("shop", "cart").unwrap();
         let p = &cart.containers["istio-proxy"];
         assert_eq!(p.cpu_p95_cores, 0.2);

@@ -6,7 +6,7 @@
 //! too large, not JSON, partial or holds NaN/Inf is rejected, and with it the whole refresh:
 //! the caller keeps its previous snapshot.
 
-use super::pods::{aggregate, PodSeries, SeriesKey};
+use super::pods::{aggregate, PodFacts, PodKey, PodSeries, SeriesKey};
 use super::{SnapshotMeta, UsageSnapshot};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -115,12 +115,21 @@ struct Sample {
     value: (f64, String),
 }
 
-/// Only the three labels we aggregate by; everything else is skipped while parsing.
+/// Only the labels we aggregate by; everything else is skipped while parsing.
 #[derive(Deserialize)]
 struct Labels {
     namespace: Option<String>,
     pod: Option<String>,
     container: Option<String>,
+    /// `kube_pod_owner`
+    owner_kind: Option<String>,
+    owner_name: Option<String>,
+    /// `kube_pod_labels` (kube-state-metrics prefixes pod labels with `label_` and turns
+    /// `.`, `/` and `-` into `_`).
+    label_app_kubernetes_io_name: Option<String>,
+    label_app: Option<String>,
+    label_pod_template_hash: Option<String>,
+    label_rollouts_pod_template_hash: Option<String>,
 }
 
 /// What one refresh produced.
@@ -140,6 +149,10 @@ enum Field {
     FirstSeen,
     LastSeen,
     OomKilled,
+    /// kube-state-metrics: the pod's controller owner.
+    Owner,
+    /// kube-state-metrics: the pod labels that name workloads.
+    PodLabels,
 }
 
 fn prom_duration(d: Duration) -> String {
@@ -191,6 +204,21 @@ fn queries(cfg: &PromConfig) -> Vec<(Field, String)> {
                 r#"max {by} (max_over_time(kube_pod_container_status_last_terminated_reason{{reason="OOMKilled",container!="",pod!="",namespace!=""{extra}}}[{w}]))"#
             ),
         ),
+        // So that history names pods' workloads with the same function as admission (the
+        // controller owner, then labels): kube-state-metrics' series, when Prometheus has
+        // them; without them the pod name is all history knows.
+        (
+            Field::Owner,
+            format!(
+                r#"max by (namespace, pod, owner_kind, owner_name) (max_over_time(kube_pod_owner{{owner_is_controller="true",pod!="",namespace!=""{extra}}}[{w}]))"#
+            ),
+        ),
+        (
+            Field::PodLabels,
+            format!(
+                r#"max by (namespace, pod, label_app_kubernetes_io_name, label_app, label_pod_template_hash, label_rollouts_pod_template_hash) (max_over_time(kube_pod_labels{{pod!="",namespace!=""{extra}}}[{w}]))"#
+            ),
+        ),
     ]
 }
 
@@ -219,10 +247,38 @@ pub async fn fetch(
         None => None,
     };
     let mut series: HashMap<SeriesKey, PodSeries> = HashMap::new();
+    let mut facts: HashMap<PodKey, PodFacts> = HashMap::new();
     let list = queries(cfg);
     for (field, query) in &list {
         let samples = query_once(client, cfg, token.as_deref(), query, at_unix).await?;
         for s in samples {
+            if matches!(field, Field::Owner | Field::PodLabels) {
+                let m = s.metric;
+                let (Some(ns), Some(pod)) = (m.namespace, m.pod) else {
+                    continue;
+                };
+                let f = facts.entry((ns, pod)).or_default();
+                if let (Some(kind), Some(name)) = (m.owner_kind, m.owner_name) {
+                    // kube-state-metrics reports `<none>` for pods without an owner.
+                    if !kind.is_empty() && kind != "<none>" && !name.is_empty() {
+                        f.owner = Some((kind, name));
+                    }
+                }
+                for (key, v) in [
+                    ("app.kubernetes.io/name", m.label_app_kubernetes_io_name),
+                    ("app", m.label_app),
+                    ("pod-template-hash", m.label_pod_template_hash),
+                    (
+                        "rollouts-pod-template-hash",
+                        m.label_rollouts_pod_template_hash,
+                    ),
+                ] {
+                    if let Some(v) = v.filter(|v| !v.is_empty()) {
+                        f.labels.insert(key.to_string(), v);
+                    }
+                }
+                continue;
+            }
             let (Some(ns), Some(pod), Some(container)) =
                 (s.metric.namespace, s.metric.pod, s.metric.container)
             else {
@@ -246,6 +302,7 @@ pub async fn fetch(
                 Field::FirstSeen => e.first_seen = Some(v),
                 Field::LastSeen => e.last_seen = Some(v),
                 Field::OomKilled => e.oom_killed = v >= 1.0,
+                Field::Owner | Field::PodLabels => {}
             }
         }
     }
@@ -254,7 +311,7 @@ pub async fn fetch(
         fetched_at: Some(at_unix),
         window_seconds: Some(cfg.window.as_secs()),
     };
-    let snapshot = aggregate(&series, cfg.step.as_secs_f64(), meta);
+    let snapshot = aggregate(&series, &facts, cfg.step.as_secs_f64(), meta);
     Ok(Fetched {
         snapshot,
         series: series.len(),
@@ -382,7 +439,7 @@ mod tests {
         assert_eq!(cfg.url, "http://p:9090");
         cfg.selector = Some(r#"cluster="prod""#.into());
         let q = queries(&cfg);
-        assert_eq!(q.len(), 6);
+        assert_eq!(q.len(), 8);
         assert!(q[0].1.starts_with("max by (namespace, pod, container) (quantile_over_time(0.95, rate(container_cpu_usage_seconds_total{"));
         assert!(
             q[0].1
