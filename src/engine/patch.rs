@@ -612,6 +612,26 @@ mod tests {
     }
 
     #[test]
+    fn same_values_with_new_reasons_is_an_empty_patch() {
+        let p = pod(json!({"metadata": {}, "spec": {"containers": [{"name": "app"}]}}));
+        let d = decision(285, 1000, 96, 96);
+        let out = apply(&p, &plan(&p, &d, PatchOptions::default()).unwrap().ops);
+        // History refreshed: p95 212m → 212.5m, same values, other wording.
+        let mut d2 = d.clone();
+        d2.reasons = vec!["cpu: history p95 212.5m over 14d ÷ 0.75 → 285m".into()];
+        let again = plan(&out, &d2, PatchOptions::default()).unwrap();
+        assert!(again.ops.is_empty(), "{:?}", again.ops);
+        // A different source with the same values is a new decision.
+        let mut d3 = d.clone();
+        d3.source = Sources::both(Source::History);
+        let again = plan(&out, &d3, PatchOptions::default()).unwrap();
+        assert_eq!(again.ops.len(), 1, "{:?}", again.ops);
+        // New values: a patch.
+        let again = plan(&out, &decision(290, 1000, 96, 96), PatchOptions::default()).unwrap();
+        assert!(!again.ops.is_empty());
+    }
+
+    #[test]
     fn an_edited_managed_annotation_becomes_explicit() {
         let p = pod(json!({"metadata": {}, "spec": {"containers": []}}));
         let d = decision(285, 1000, 96, 96);
