@@ -20,8 +20,15 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Pods not skipped but not sized, by reason (`pipeline::NotSized::metric_label`).
+    pub not_sized: Family<ReasonLabel, Counter>,
     pub admission_duration: Histogram,
     pub decisions: Family<DecisionLabels, Counter>,
     pub warnings: Family<KindLabel, Counter>,
@@ -62,6 +69,12 @@ impl Metrics {
             "decisions",
             "Admission reviews answered, by mode, decision source and outcome",
             decisions.clone(),
+        );
+        let not_sized = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "not_sized",
+            "Pods left as they were (allowed, no patch, a warning), by reason: identity, duplicate-proxy, bad-annotation, explicit-conflict, invalid-patch, limitrange, resourcequota, pod-resources",
+            not_sized.clone(),
         );
         let warnings = Family::<KindLabel, Counter>::default();
         registry.register(
@@ -154,6 +167,7 @@ impl Metrics {
             history_refresh_duration_seconds.clone(),
         );
         Metrics {
+            not_sized,
             connections_refused,
             runtime_lag_seconds,
             history_stale,

@@ -5,7 +5,7 @@ use crate::certs;
 use crate::engine::constraints::ClusterSnapshot;
 use crate::engine::pipeline::Snapshots;
 use crate::engine::spec::SpecStore;
-use crate::metrics::{DecisionLabels, KindLabel, Metrics};
+use crate::metrics::{DecisionLabels, KindLabel, Metrics, ReasonLabel};
 use crate::sources::history::prometheus::{self, PromConfig};
 use crate::sources::history::{self, now_unix, store, UsageSnapshot};
 use crate::webhook::wire::{self, Answer, Mode, Settings};
@@ -229,6 +229,12 @@ impl Shared {
                 outcome: a.outcome.as_str(),
             })
             .inc();
+        if let Some(reason) = a.not_sized {
+            self.metrics
+                .not_sized
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        }
         for k in &a.finding_kinds {
             self.metrics
                 .warnings
@@ -254,6 +260,7 @@ impl Shared {
             limits = %show(a.limits),
             findings = ?a.finding_kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
             detail = a.detail.as_deref().unwrap_or(""),
+            not_sized = a.not_sized.unwrap_or(""),
             duration_us = elapsed.as_micros() as u64,
             "admission"
         );
