@@ -2,6 +2,7 @@
 //! code, and HTTPS clients that trust only the generated CA.
 #![allow(dead_code)]
 
+pub mod kube_api;
 pub mod prom;
 
 use base64::Engine as _;
