@@ -256,10 +256,18 @@ pub struct ServeArgs {
     /// namespaces, key <workload>.yaml); they win over --spec-dir for the same workload.
     #[arg(long, env = "SIDECAR_SIZER_SPEC_CONFIGMAPS")]
     pub spec_configmaps: bool,
-    /// Kubernetes API URL for --spec-configmaps (default: in-cluster, else kubeconfig).
+    /// Fit sizes into each namespace's LimitRanges and ResourceQuotas: watch them in all
+    /// namespaces in the background (needs get/list/watch on limitranges and
+    /// resourcequotas). Never queried per admission; until listed, or while the API is
+    /// unreachable, sizing uses the last good list (none: no constraints).
+    #[arg(long, env = "SIDECAR_SIZER_CLUSTER_CONSTRAINTS")]
+    pub cluster_constraints: bool,
+    /// Kubernetes API URL for --spec-configmaps and --cluster-constraints (default:
+    /// in-cluster, else kubeconfig).
     #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
     pub kube_api_url: Option<String>,
-    /// Seconds start-up waits for the first ConfigMap list before turning ready anyway.
+    /// Seconds start-up waits for the first lists of --spec-configmaps and
+    /// --cluster-constraints before turning ready anyway.
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds, env = "SIDECAR_SIZER_SPEC_SYNC_TIMEOUT")]
     pub spec_sync_timeout: f64,
     /// Persist learned history here (history.json) and load it at start; none: memory only.
@@ -431,6 +439,13 @@ impl PolicyArgs {
 }
 
 impl ServeArgs {
+    fn kube_source(&self) -> crate::sources::kube::KubeSource {
+        match &self.kube_api_url {
+            Some(url) => crate::sources::kube::KubeSource::Url(url.clone()),
+            None => crate::sources::kube::KubeSource::Default,
+        }
+    }
+
     pub fn to_config(&self) -> ServeConfig {
         ServeConfig {
             listen: self.listen,
@@ -442,10 +457,8 @@ impl ServeArgs {
             state_dir: self.state_dir.clone(),
             prometheus: self.prometheus.to_config(),
             prometheus_refresh: self.prometheus.prometheus_refresh,
-            spec_configmaps: self.spec_configmaps.then(|| match &self.kube_api_url {
-                Some(url) => crate::sources::kube::KubeSource::Url(url.clone()),
-                None => crate::sources::kube::KubeSource::Default,
-            }),
+            spec_configmaps: self.spec_configmaps.then(|| self.kube_source()),
+            cluster_constraints: self.cluster_constraints.then(|| self.kube_source()),
             spec_sync_timeout: Duration::from_secs_f64(self.spec_sync_timeout),
             history_max_age: self.prometheus.history_max_age,
             settings: Settings {
@@ -493,6 +506,8 @@ mod tests {
         assert_eq!(c.health_listen.to_string(), "0.0.0.0:8080");
         assert!(!c.settings.dry_run_everywhere);
         assert!(c.prometheus.is_none());
+        assert!(c.spec_configmaps.is_none());
+        assert!(c.cluster_constraints.is_none());
         assert_eq!(c.history_max_age, Duration::from_secs(72 * 3600));
     }
 
@@ -526,6 +541,32 @@ mod tests {
         let err =
             Cli::try_parse_from(["sidecar-sizer", "serve", "--history-step", "soon"]).unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn cluster_constraints_flag_shares_the_kube_source() {
+        use crate::sources::kube::KubeSource;
+        let cli = Cli::try_parse_from([
+            "sidecar-sizer",
+            "serve",
+            "--cluster-constraints",
+            "--spec-configmaps",
+            "--kube-api-url",
+            "http://127.0.0.1:8001",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        let c = s.to_config();
+        let url = KubeSource::Url("http://127.0.0.1:8001".into());
+        assert_eq!(c.cluster_constraints, Some(url.clone()));
+        assert_eq!(c.spec_configmaps, Some(url));
+        let cli = Cli::try_parse_from(["sidecar-sizer", "serve", "--cluster-constraints"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(s.to_config().cluster_constraints, Some(KubeSource::Default));
     }
 
     #[test]

@@ -64,3 +64,51 @@ fn two_webhooks_as_designed() {
         "true"
     );
 }
+
+/// The Deployment's args are valid `serve` flags and turn on both cluster sources; the
+/// ClusterRole lets them list and watch what they read, and nothing more.
+#[test]
+fn deployment_flags_and_rbac_agree() {
+    use clap::Parser;
+    use sidecar_sizer::cli::{Cli, Command};
+    let deploy = load("manifests/base/deployment.yaml");
+    let args: Vec<String> = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let cli = Cli::try_parse_from(std::iter::once("sidecar-sizer".to_string()).chain(args))
+        .unwrap_or_else(|e| panic!("deployment args: {e}"));
+    let Command::Serve(serve) = cli.command else {
+        panic!("the deployment runs serve")
+    };
+    let config = serve.to_config();
+    assert!(config.spec_configmaps.is_some());
+    assert!(config.cluster_constraints.is_some());
+
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/rbac.yaml"),
+    )
+    .unwrap();
+    let role = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "ClusterRole")
+        .unwrap();
+    let mut resources: Vec<String> = Vec::new();
+    for rule in role["rules"].as_sequence().unwrap() {
+        assert_eq!(rule["apiGroups"][0], "", "core group only");
+        let verbs: Vec<String> = rule["verbs"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(verbs, ["get", "list", "watch"], "read-only");
+        for r in rule["resources"].as_sequence().unwrap() {
+            resources.push(r.as_str().unwrap().to_string());
+        }
+    }
+    resources.sort();
+    assert_eq!(resources, ["configmaps", "limitranges", "resourcequotas"]);
+}

@@ -4,7 +4,7 @@
 use kube::Client;
 
 /// How to reach the Kubernetes API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KubeSource {
     /// In-cluster service account, else the kubeconfig (`KUBECONFIG`, `~/.kube/config`).
     Default,

@@ -42,7 +42,10 @@ pub struct ServeConfig {
     pub prometheus_refresh: Duration,
     /// Also read specs from ConfigMaps labelled `sidecar-sizer.io/spec=true`.
     pub spec_configmaps: Option<crate::sources::kube::KubeSource>,
-    /// How long start-up waits for the first ConfigMap list before turning ready anyway.
+    /// Also keep every namespace's LimitRanges and ResourceQuotas (`sources::cluster`).
+    pub cluster_constraints: Option<crate::sources::kube::KubeSource>,
+    /// How long start-up waits for the first lists (ConfigMap specs, cluster constraints)
+    /// before turning ready anyway.
     pub spec_sync_timeout: Duration,
     /// Learned history older than this is treated as absent.
     pub history_max_age: Duration,
@@ -419,6 +422,7 @@ pub struct Running {
     delay: Duration,
     refresh_task: Option<JoinHandle<()>>,
     cm_task: Option<JoinHandle<()>>,
+    cluster_task: Option<JoinHandle<()>>,
     lag_task: JoinHandle<()>,
     grace: Duration,
 }
@@ -433,7 +437,10 @@ impl Running {
         let _ = self.health_stop.send(true);
         let health = self.health_task.await;
         self.reload_task.abort();
-        for t in [&self.refresh_task, &self.cm_task].into_iter().flatten() {
+        for t in [&self.refresh_task, &self.cm_task, &self.cluster_task]
+            .into_iter()
+            .flatten()
+        {
             t.abort();
         }
         self.lag_task.abort();
@@ -595,9 +602,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }
     });
 
+    // Cluster sources share one client; start-up waits for their first lists together,
+    // up to --spec-sync-timeout, then turns ready anyway.
+    let mut kube = KubeClients::default();
+    let mut waits: Vec<(Arc<tokio::sync::Notify>, &'static str)> = Vec::new();
     let cm_task = match &config.spec_configmaps {
         Some(source) => {
-            let client = crate::sources::kube::client(source)
+            let client = kube
+                .get(source)
                 .await
                 .context("--spec-configmaps: cannot build a Kubernetes client")?;
             let synced = Arc::new(tokio::sync::Notify::new());
@@ -606,19 +618,46 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 shared.clone(),
                 synced.clone(),
             ));
-            if tokio::time::timeout(config.spec_sync_timeout, synced.notified())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    timeout_ms = config.spec_sync_timeout.as_millis() as u64,
-                    "configmap specs not listed yet; serving with the spec dir only until they are"
-                );
-            }
+            waits.push((
+                synced,
+                "configmap specs not listed yet; serving with the spec dir only until they are",
+            ));
             Some(task)
         }
         None => None,
     };
+    let cluster_task = match &config.cluster_constraints {
+        Some(source) => {
+            let client = kube
+                .get(source)
+                .await
+                .context("--cluster-constraints: cannot build a Kubernetes client")?;
+            let synced = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn(crate::sources::cluster::watch(
+                client,
+                shared.clone(),
+                synced.clone(),
+            ));
+            waits.push((
+                synced,
+                "limitranges/resourcequotas not listed yet; sizing without cluster constraints until they are",
+            ));
+            Some(task)
+        }
+        None => None,
+    };
+    let deadline = tokio::time::Instant::now() + config.spec_sync_timeout;
+    for (synced, warning) in waits {
+        if tokio::time::timeout_at(deadline, synced.notified())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_ms = config.spec_sync_timeout.as_millis() as u64,
+                "{warning}"
+            );
+        }
+    }
     let lag_task = tokio::spawn(
         shared
             .lag
@@ -654,10 +693,30 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         reload_task,
         refresh_task,
         cm_task,
+        cluster_task,
         lag_task,
         delay: config.shutdown_delay,
         grace: config.shutdown_grace,
     })
+}
+
+/// One Kubernetes client per distinct [`KubeSource`](crate::sources::kube::KubeSource),
+/// built on first use.
+#[derive(Default)]
+struct KubeClients(Vec<(crate::sources::kube::KubeSource, kube::Client)>);
+
+impl KubeClients {
+    async fn get(
+        &mut self,
+        source: &crate::sources::kube::KubeSource,
+    ) -> anyhow::Result<kube::Client> {
+        if let Some((_, c)) = self.0.iter().find(|(s, _)| s == source) {
+            return Ok(c.clone());
+        }
+        let client = crate::sources::kube::client(source).await?;
+        self.0.push((source.clone(), client.clone()));
+        Ok(client)
+    }
 }
 
 /// One Prometheus refresh: fetch, persist, swap in. On failure the previous snapshot stays.

@@ -2,6 +2,7 @@
 //! code, and HTTPS clients that trust only the generated CA.
 #![allow(dead_code)]
 
+pub mod kube_api;
 pub mod prom;
 
 use base64::Engine as _;
@@ -48,6 +49,9 @@ pub struct Opts {
     pub prometheus_refresh: Duration,
     pub history_max_age: Duration,
     pub spec_configmaps: Option<sidecar_sizer::sources::kube::KubeSource>,
+    pub cluster_constraints: Option<sidecar_sizer::sources::kube::KubeSource>,
+    /// How long `start` waits for the first lists of the cluster sources.
+    pub sync_timeout: Duration,
     /// Serve these TLS files (cert, key, CA PEM) instead of a fresh pair.
     pub tls: Option<(PathBuf, PathBuf, String)>,
     pub client_ca: Option<PathBuf>,
@@ -65,6 +69,8 @@ impl Default for Opts {
             prometheus_refresh: Duration::from_secs(3600),
             history_max_age: Duration::from_secs(72 * 3600),
             spec_configmaps: None,
+            cluster_constraints: None,
+            sync_timeout: Duration::from_secs(10),
             tls: None,
             client_ca: None,
             limits: sidecar_sizer::webhook::limits::Limits::default(),
@@ -104,7 +110,8 @@ impl TestServer {
             prometheus_refresh: opts.prometheus_refresh,
             history_max_age: opts.history_max_age,
             spec_configmaps: opts.spec_configmaps,
-            spec_sync_timeout: Duration::from_secs(10),
+            cluster_constraints: opts.cluster_constraints,
+            spec_sync_timeout: opts.sync_timeout,
             settings: opts.settings,
             reload_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
@@ -122,6 +129,11 @@ impl TestServer {
             base,
             health,
         }
+    }
+
+    /// The state the handlers read (snapshots, metrics, readiness).
+    pub fn shared(&self) -> &Arc<sidecar_sizer::webhook::serve::Shared> {
+        &self.running.as_ref().expect("server running").shared
     }
 
     pub fn client(&self, http2: bool) -> reqwest::Client {
