@@ -8,9 +8,12 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use sidecar_sizer::engine::constraints::{
-    admit, stored_limit_range, validate_limit_range, NamespaceConstraints, Violation,
+    admit, apply_defaults, check_after_webhooks, default_requests_to_limits, fit_with,
+    pod_with_proxy, stored_limit_range, validate_limit_range, Fit, NamespaceConstraints,
+    ProxyPlacement, Size, Violation,
 };
-use sidecar_sizer::engine::quantity::Quantity;
+use sidecar_sizer::engine::quantity::{Cpu, Memory, Quantity, MI};
+use sidecar_sizer::engine::sizing::Resources;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -237,4 +240,125 @@ fn resourcequota_oracle() {
         }
     }
     report("resourcequota.jsonl", all.len(), &bad);
+}
+
+fn size(rc: u64, rm: u64, lc: u64, lm: u64) -> Size {
+    Size {
+        requests: Resources {
+            cpu: Cpu(rc),
+            memory: Memory(rm * MI),
+        },
+        limits: Resources {
+            cpu: Cpu(lc),
+            memory: Memory(lm * MI),
+        },
+    }
+}
+
+/// Every recorded LimitRange and quota, with its recorded pod (minus the proxy, or with it).
+fn fit_cases() -> Vec<(String, NamespaceConstraints, PodSpec)> {
+    let mut out = Vec::new();
+    for (n, d) in lines("limitrange.jsonl") {
+        if d["limitRangeAccepted"].as_bool() == Some(false) {
+            continue;
+        }
+        let (Ok(spec), Ok(pod)) = (
+            serde_json::from_value::<LimitRangeSpec>(d["limitRangeStored"].clone()),
+            serde_json::from_value::<PodSpec>(d["pod"].clone()),
+        ) else {
+            panic!("limitrange.jsonl:{n}: does not parse");
+        };
+        let c = NamespaceConstraints {
+            limit_ranges: vec![LimitRange {
+                metadata: meta("limits"),
+                spec: Some(spec),
+            }],
+            quotas: vec![],
+        };
+        out.push((format!("limitrange.jsonl:{n}"), c, pod));
+    }
+    for (n, d) in lines("resourcequota.jsonl") {
+        let hard = list(&d["quota"]["hard"]);
+        let c = NamespaceConstraints {
+            limit_ranges: vec![],
+            quotas: vec![ResourceQuota {
+                metadata: meta("quota"),
+                spec: Some(ResourceQuotaSpec {
+                    hard: hard.clone(),
+                    ..Default::default()
+                }),
+                status: Some(ResourceQuotaStatus {
+                    hard,
+                    used: list(&d["quota"]["used"]),
+                }),
+            }],
+        };
+        let pod: PodSpec = serde_json::from_value(d["pod"].clone())
+            .unwrap_or_else(|e| panic!("resourcequota.jsonl:{n}: {e}"));
+        out.push((format!("resourcequota.jsonl:{n}"), c, pod));
+    }
+    out
+}
+
+/// `fit` never hands back a size that gets a pod refused which would be admitted without us.
+#[test]
+fn fit_never_breaks_an_admissible_pod() {
+    let proposals = [
+        size(10, 32, 1000, 32),
+        size(100, 128, 2000, 1024),
+        size(285, 200, 1000, 200),
+        size(2500, 4096, 5000, 4096),
+        size(5, 16, 3000, 2048),
+    ];
+    let without_us = size(100, 128, 2000, 1024);
+    let (mut fits, mut no_fits, mut checked) = (0, 0, 0);
+    let mut bad = Vec::new();
+    for (at, c, recorded) in fit_cases() {
+        // The webhook sees the pod after pod defaulting and LimitRanger defaulting; try it with
+        // the recorded proxy, and without it (injected later, as a container or native sidecar).
+        let mut bare = recorded.clone();
+        bare.containers.retain(|c| c.name != "istio-proxy");
+        if let Some(init) = bare.init_containers.as_mut() {
+            init.retain(|c| c.name != "istio-proxy");
+        }
+        for (pod, placement) in [
+            (recorded.clone(), ProxyPlacement::Container),
+            (bare.clone(), ProxyPlacement::Container),
+            (bare, ProxyPlacement::NativeSidecar),
+        ] {
+            let pod = apply_defaults(&default_requests_to_limits(&pod), &c.limit_ranges);
+            let base_ok =
+                check_after_webhooks(&pod_with_proxy(&pod, without_us, placement), &c).is_ok();
+            for p in proposals {
+                match fit_with(p, without_us, &pod, &c, true, placement) {
+                    Fit::NoFit { .. } => no_fits += 1,
+                    Fit::Fits { size, notes } => {
+                        fits += 1;
+                        let final_pod = pod_with_proxy(&pod, size, placement);
+                        if base_ok {
+                            checked += 1;
+                            if let Err(v) = check_after_webhooks(&final_pod, &c) {
+                                bad.push(format!(
+                                    "{at} {placement:?} proposed {p:?}: fitted {size:?} refused: {} (notes {notes:?})",
+                                    v[0]
+                                ));
+                            }
+                        }
+                        if size.requests.cpu > size.limits.cpu
+                            || size.requests.memory > size.limits.memory
+                        {
+                            bad.push(format!("{at}: fitted request above limit: {size:?}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} fitted sizes break admissible pods:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    eprintln!("fit: {fits} fits ({checked} checked against an admissible without-us pod), {no_fits} no-fits");
 }

@@ -2,7 +2,8 @@
 //! (DESIGN §8): LimitRange validation, pod validation and ResourceQuota admission.
 //! `sources::cluster` keeps a [`ClusterSnapshot`] fresh in the background.
 
-use crate::engine::quantity::{format_cpu, format_memory, Quantity};
+use crate::engine::quantity::{format_cpu, format_memory, Cpu, Memory, Quantity};
+use crate::engine::sizing::{Resources, PROXY};
 use k8s_openapi::api::core::v1::{
     Container, LimitRange, LimitRangeItem, LimitRangeSpec, PodSpec, ResourceQuota,
     ResourceRequirements,
@@ -795,4 +796,949 @@ fn judge(pod: &PodSpec, c: &NamespaceConstraints) -> Result<(), Vec<Violation>> 
         return Err(v);
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fit: adjust our istio-proxy size so that nothing after us rejects the pod because of it.
+// ---------------------------------------------------------------------------------------------
+
+/// Requests and limits for istio-proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Size {
+    pub requests: Resources,
+    pub limits: Resources,
+}
+
+/// The outcome of [`fit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fit {
+    /// `size` (possibly adjusted from the proposal; `notes` say how and why) is admitted.
+    Fits { size: Size, notes: Vec<String> },
+    /// No size of ours fits: leave the pod as it is and warn, naming the object.
+    NoFit { object: String, constraint: String },
+}
+
+/// Where Istio puts the proxy when the pod does not have it yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyPlacement {
+    /// A regular container (Istio's classic injection).
+    #[default]
+    Container,
+    /// A native sidecar: an init container with `restartPolicy: Always`. Istio moves it to the
+    /// front of `initContainers`, so it counts in every init phase.
+    NativeSidecar,
+}
+
+const RESOURCES: [&str; 2] = [CPU, MEMORY];
+/// Nano-units per unit of our [`Size`] values: millicores and bytes.
+const UNIT: [u128; 2] = [1_000_000, 1_000_000_000];
+
+/// Our size as two (request, limit) pairs in millicores / bytes, index as [`RESOURCES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Work {
+    req: [u64; 2],
+    lim: [u64; 2],
+}
+
+impl Work {
+    fn of(s: Size) -> Self {
+        Work {
+            req: [s.requests.cpu.0, s.requests.memory.0],
+            lim: [s.limits.cpu.0, s.limits.memory.0],
+        }
+    }
+    fn size(self) -> Size {
+        Size {
+            requests: Resources {
+                cpu: Cpu(self.req[0]),
+                memory: Memory(self.req[1]),
+            },
+            limits: Resources {
+                cpu: Cpu(self.lim[0]),
+                memory: Memory(self.lim[1]),
+            },
+        }
+    }
+}
+
+fn fmt_units(i: usize, v: u64) -> String {
+    if i == 0 {
+        format_cpu(v)
+    } else {
+        format_memory(v)
+    }
+}
+
+fn to_units_ceil(i: usize, nanos: u128) -> u64 {
+    u64::try_from(nanos.div_ceil(UNIT[i])).unwrap_or(u64::MAX)
+}
+
+fn to_units_floor(i: usize, nanos: u128) -> u64 {
+    u64::try_from(nanos / UNIT[i]).unwrap_or(u64::MAX)
+}
+
+fn proxy_resources(size: Size, existing: Option<&ResourceRequirements>) -> ResourceRequirements {
+    let mut res = existing.cloned().unwrap_or_default();
+    let requests = res.requests.get_or_insert_with(BTreeMap::new);
+    requests.insert(CPU.into(), KQuantity(size.requests.cpu.to_string()));
+    requests.insert(MEMORY.into(), KQuantity(size.requests.memory.to_string()));
+    let limits = res.limits.get_or_insert_with(BTreeMap::new);
+    limits.insert(CPU.into(), KQuantity(size.limits.cpu.to_string()));
+    limits.insert(MEMORY.into(), KQuantity(size.limits.memory.to_string()));
+    res
+}
+
+/// The pod after Istio's injection with the proxy sized `size`: an existing `istio-proxy`
+/// (container, or native sidecar init container) gets the size; otherwise one is added where
+/// `injected_as` says. Other resources of an existing proxy (e.g. ephemeral-storage) are kept.
+pub fn pod_with_proxy(pod: &PodSpec, size: Size, injected_as: ProxyPlacement) -> PodSpec {
+    let mut out = pod.clone();
+    if let Some(c) = out.containers.iter_mut().find(|c| c.name == PROXY) {
+        c.resources = Some(proxy_resources(size, c.resources.as_ref()));
+        return out;
+    }
+    if let Some(c) = out
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .find(|c| c.name == PROXY && is_sidecar(c))
+    {
+        c.resources = Some(proxy_resources(size, c.resources.as_ref()));
+        return out;
+    }
+    let mut proxy = Container {
+        name: PROXY.into(),
+        resources: Some(proxy_resources(size, None)),
+        ..Default::default()
+    };
+    match injected_as {
+        ProxyPlacement::Container => out.containers.push(proxy),
+        ProxyPlacement::NativeSidecar => {
+            proxy.restart_policy = Some("Always".into());
+            out.init_containers
+                .get_or_insert_with(Vec::new)
+                .insert(0, proxy);
+        }
+    }
+    out
+}
+
+/// What runs after every mutating webhook: pod defaulting of the patched pod (requests from
+/// limits; the apiserver re-applies defaults to a webhook's patched object), pod validation,
+/// LimitRanger validation and ResourceQuota. No LimitRanger *defaulting*: it ran before the
+/// webhooks (`AllOrderedPlugins`, pkg/kubeapiserver/options/plugins.go).
+pub fn check_after_webhooks(pod: &PodSpec, c: &NamespaceConstraints) -> Result<(), Vec<Violation>> {
+    judge(&default_requests_to_limits(pod), c)
+}
+
+struct Fitter<'a> {
+    pod: &'a PodSpec,
+    c: &'a NamespaceConstraints,
+    placement: ProxyPlacement,
+    whole_cores: bool,
+    notes: Vec<String>,
+}
+
+type Step<T> = Result<T, Fit>;
+
+fn no_fit(object: String, constraint: String) -> Fit {
+    Fit::NoFit { object, constraint }
+}
+
+impl Fitter<'_> {
+    fn build(&self, w: Work) -> PodSpec {
+        default_requests_to_limits(&pod_with_proxy(self.pod, w.size(), self.placement))
+    }
+
+    fn note(&mut self, s: String) {
+        if !self.notes.contains(&s) {
+            self.notes.push(s);
+        }
+    }
+
+    /// Pod request headroom for resource `i` under every Pod `max` (our request may not push
+    /// the pod total over it), in units; `u64::MAX` when unbounded.
+    fn pod_request_cap(&self, w: Work, i: usize) -> u64 {
+        let total = pod_total(&self.build(w), false)
+            .get(RESOURCES[i])
+            .copied()
+            .unwrap_or(0);
+        let others = total.saturating_sub(u128::from(w.req[i]) * UNIT[i]);
+        let mut cap = u64::MAX;
+        for lr in &self.c.limit_ranges {
+            for item in stored_items(lr).iter().filter(|it| it.type_ == "Pod") {
+                if let Some(mx) = parse_list(item.max.as_ref()).get(RESOURCES[i]) {
+                    cap = cap.min(to_units_floor(i, mx.saturating_sub(others)));
+                }
+            }
+        }
+        cap
+    }
+
+    /// The pod's (requests, limits) totals of resource `r` with our proxy at `w`.
+    fn totals(&self, w: Work, r: &str) -> (u128, u128) {
+        let pod = self.build(w);
+        let get = |l: Parsed| l.get(r).copied().unwrap_or(0);
+        (get(pod_total(&pod, false)), get(pod_total(&pod, true)))
+    }
+
+    /// Container min / max / maxLimitRequestRatio on the proxy.
+    fn container_items(&mut self, w: &mut Work) -> Step<()> {
+        for lr in &self.c.limit_ranges {
+            let object = object_name("LimitRange", &lr.metadata);
+            for item in stored_items(lr).iter().filter(|it| it.type_ == "Container") {
+                let (min, max) = (parse_list(item.min.as_ref()), parse_list(item.max.as_ref()));
+                let ratio = parse_list(item.max_limit_request_ratio.as_ref());
+                for (i, r) in RESOURCES.iter().enumerate() {
+                    let mn = min.get(*r).map(|v| to_units_ceil(i, *v));
+                    let mx = max.get(*r).map(|v| to_units_floor(i, *v));
+                    if let (Some(a), Some(b)) = (mn, mx) {
+                        if a > b {
+                            return Err(no_fit(
+                                object,
+                                format!(
+                                    "Container min.{r} {} > max.{r} {}",
+                                    fmt_units(i, a),
+                                    fmt_units(i, b)
+                                ),
+                            ));
+                        }
+                    }
+                    if let Some(mn) = mn {
+                        if w.req[i] < mn {
+                            self.note(format!(
+                                "{object}: Container min.{r} {}: request raised from {}",
+                                fmt_units(i, mn),
+                                fmt_units(i, w.req[i])
+                            ));
+                            w.req[i] = mn;
+                        }
+                        w.lim[i] = w.lim[i].max(w.req[i]);
+                    }
+                    if let Some(mx) = mx {
+                        if w.lim[i] > mx {
+                            let fractional = i == 0 && self.whole_cores && mx % 1000 != 0;
+                            self.note(format!(
+                                "{object}: Container max.{r} {}: limit lowered from {}{}",
+                                fmt_units(i, mx),
+                                fmt_units(i, w.lim[i]),
+                                if fractional {
+                                    " (a fractional CPU limit: the LimitRange wins)"
+                                } else {
+                                    ""
+                                }
+                            ));
+                            w.lim[i] = mx;
+                        }
+                        if w.req[i] > w.lim[i] {
+                            self.note(format!(
+                                "{object}: Container max.{r} {}: request lowered from {}",
+                                fmt_units(i, mx),
+                                fmt_units(i, w.req[i])
+                            ));
+                            w.req[i] = w.lim[i];
+                        }
+                    }
+                    if let Some(rt) = ratio.get(*r).map(|v| milli(*v)) {
+                        if rt == 0 || w.lim[i] == 0 {
+                            return Err(no_fit(
+                                object,
+                                format!("Container maxLimitRequestRatio.{r}"),
+                            ));
+                        }
+                        // LimitRanger: limit × 1000 ≤ ratio(milli) × request.
+                        let need = u64::try_from((u128::from(w.lim[i]) * 1000).div_ceil(rt))
+                            .unwrap_or(u64::MAX);
+                        if w.req[i] < need {
+                            let cap = self.pod_request_cap(*w, i);
+                            if need <= cap {
+                                self.note(format!(
+                                    "{object}: Container maxLimitRequestRatio.{r} {}: request raised from {} to {} (limit {})",
+                                    show("", rt * 1_000_000),
+                                    fmt_units(i, w.req[i]),
+                                    fmt_units(i, need),
+                                    fmt_units(i, w.lim[i])
+                                ));
+                                w.req[i] = need;
+                            } else {
+                                // Raising the request would break a Pod max: lower the limit.
+                                w.req[i] = w.req[i].max(cap.min(w.lim[i]));
+                                let mut lim = u64::try_from(u128::from(w.req[i]) * rt / 1000)
+                                    .unwrap_or(u64::MAX)
+                                    .max(w.req[i]);
+                                if i == 0
+                                    && self.whole_cores
+                                    && lim / 1000 * 1000 >= w.req[i]
+                                    && lim >= 1000
+                                {
+                                    lim = lim / 1000 * 1000;
+                                }
+                                self.note(format!(
+                                    "{object}: Container maxLimitRequestRatio.{r} {}: limit lowered from {} to {} (a larger request would break a Pod max)",
+                                    show("", rt * 1_000_000),
+                                    fmt_units(i, w.lim[i]),
+                                    fmt_units(i, lim)
+                                ));
+                                w.lim[i] = lim;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pod min / max / maxLimitRequestRatio on the pod totals, adjusting only the proxy.
+    fn pod_items(&mut self, w: &mut Work) -> Step<()> {
+        for lr in &self.c.limit_ranges {
+            let object = object_name("LimitRange", &lr.metadata);
+            for item in stored_items(lr).iter().filter(|it| it.type_ == "Pod") {
+                let (min, max) = (parse_list(item.min.as_ref()), parse_list(item.max.as_ref()));
+                let ratio = parse_list(item.max_limit_request_ratio.as_ref());
+                for (i, r) in RESOURCES.iter().enumerate() {
+                    if let (Some(a), Some(b)) = (min.get(*r), max.get(*r)) {
+                        if a > b {
+                            return Err(no_fit(object, format!("Pod min.{r} > max.{r}")));
+                        }
+                    }
+                    if let Some(mx) = max.get(*r) {
+                        let (treq, tlim) = self.totals(*w, r);
+                        if tlim > *mx {
+                            let excess = to_units_ceil(i, tlim - mx);
+                            if excess >= w.lim[i] {
+                                return Err(no_fit(
+                                    object,
+                                    format!(
+                                        "Pod max.{r} {}: the other containers leave no room",
+                                        show(r, *mx)
+                                    ),
+                                ));
+                            }
+                            let lim = w.lim[i] - excess;
+                            self.note(format!(
+                                "{object}: Pod max.{r} {}: limit lowered from {} to {}",
+                                show(r, *mx),
+                                fmt_units(i, w.lim[i]),
+                                fmt_units(i, lim)
+                            ));
+                            w.lim[i] = lim;
+                            w.req[i] = w.req[i].min(lim);
+                        }
+                        if treq > *mx {
+                            let excess = to_units_ceil(i, treq - mx);
+                            let req = w.req[i].saturating_sub(excess);
+                            if req == 0 {
+                                return Err(no_fit(
+                                    object,
+                                    format!(
+                                        "Pod max.{r} {}: the other containers leave no room",
+                                        show(r, *mx)
+                                    ),
+                                ));
+                            }
+                            w.req[i] = w.req[i].min(req);
+                        }
+                    }
+                    if let Some(mn) = min.get(*r) {
+                        let (treq, tlim) = self.totals(*w, r);
+                        if treq < *mn {
+                            let req = w.req[i].saturating_add(to_units_ceil(i, mn - treq));
+                            self.note(format!(
+                                "{object}: Pod min.{r} {}: request raised from {} to {}",
+                                show(r, *mn),
+                                fmt_units(i, w.req[i]),
+                                fmt_units(i, req)
+                            ));
+                            w.req[i] = req;
+                            w.lim[i] = w.lim[i].max(req);
+                        }
+                        if tlim < *mn {
+                            w.lim[i] = w.lim[i].saturating_add(to_units_ceil(i, mn - tlim));
+                        }
+                    }
+                    if let Some(rt) = ratio.get(*r).map(|v| milli(*v)).filter(|rt| *rt > 0) {
+                        let (treq, tlim) = self.totals(*w, r);
+                        // pod limit × 1000 ≤ ratio(milli) × pod request, in milli-units.
+                        let need = (milli(tlim) * 1000).div_ceil(rt);
+                        if milli(treq) < need {
+                            let add = to_units_ceil(i, (need - milli(treq)) * 1_000_000);
+                            let req = w.req[i].saturating_add(add).min(w.lim[i]);
+                            self.note(format!(
+                                "{object}: Pod maxLimitRequestRatio.{r} {}: request raised from {} to {}",
+                                show("", rt * 1_000_000),
+                                fmt_units(i, w.req[i]),
+                                fmt_units(i, req)
+                            ));
+                            w.req[i] = req;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Quota headroom: a constrained value we raise above `without_us` must fit in
+    /// `hard - used`; otherwise that one value goes back to `without_us`'s.
+    fn quotas(&mut self, w: &mut Work, base: Work) {
+        for q in &self.c.quotas {
+            let object = object_name("ResourceQuota", &q.metadata);
+            let hard = quota_hard(q);
+            let used = quota_used(q);
+            for name in MUST_SPECIFY {
+                let Some(limit) = hard.get(name) else {
+                    continue;
+                };
+                let (i, is_limit) = match name {
+                    "cpu" | "requests.cpu" => (0, false),
+                    "memory" | "requests.memory" => (1, false),
+                    "limits.cpu" => (0, true),
+                    _ => (1, true),
+                };
+                let ours = pod_usage(&self.build(*w)).get(name).copied().unwrap_or(0);
+                let theirs = pod_usage(&self.build(base)).get(name).copied().unwrap_or(0);
+                let now = used.get(name).copied().unwrap_or(0);
+                if ours <= theirs || now.saturating_add(ours) <= *limit {
+                    continue;
+                }
+                let (slot, back) = if is_limit {
+                    (&mut w.lim[i], base.lim[i])
+                } else {
+                    (&mut w.req[i], base.req[i])
+                };
+                self.notes.push(format!(
+                    "{object}: {name} used {} + this pod would exceed hard {}: kept {} (was {})",
+                    show(name, now),
+                    show(name, *limit),
+                    fmt_units(i, back),
+                    fmt_units(i, *slot)
+                ));
+                *slot = back;
+                if w.req[i] > w.lim[i] {
+                    if is_limit {
+                        w.req[i] = w.lim[i];
+                    } else {
+                        w.lim[i] = w.req[i];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pod-level `spec.resources`: containers' requests sum within the pod's requests, each
+    /// container's limit within the pod's limits.
+    fn pod_level(&self, w: Work) -> Step<()> {
+        let Some(res) = self.pod.resources.as_ref() else {
+            return Ok(());
+        };
+        let pod_req = parse_list(res.requests.as_ref());
+        let pod_lim = parse_list(res.limits.as_ref());
+        let built = self.build(w);
+        for (i, r) in RESOURCES.iter().enumerate() {
+            if let Some(pr) = pod_req.get(*r) {
+                let sum: u128 = all_containers(&built)
+                    .map(|c| {
+                        parse_list(c.resources.as_ref().and_then(|x| x.requests.as_ref()))
+                            .get(*r)
+                            .copied()
+                            .unwrap_or(0)
+                    })
+                    .sum();
+                if sum > *pr {
+                    return Err(no_fit(
+                        "pod-level resources".into(),
+                        format!(
+                            "requests.{r} {}: containers would request {}",
+                            show(r, *pr),
+                            show(r, sum)
+                        ),
+                    ));
+                }
+            }
+            if let Some(pl) = pod_lim.get(*r) {
+                if u128::from(w.lim[i]) * UNIT[i] > *pl {
+                    return Err(no_fit(
+                        "pod-level resources".into(),
+                        format!(
+                            "limits.{r} {}: proxy limit {}",
+                            show(r, *pl),
+                            fmt_units(i, w.lim[i])
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fit our istio-proxy size into the namespace's constraints (DESIGN §8), the proxy injected as
+/// a regular container when the pod does not have it yet. See [`fit_with`].
+pub fn fit(
+    proposed: Size,
+    without_us: Size,
+    pod: &PodSpec,
+    c: &NamespaceConstraints,
+    cpu_whole_cores: bool,
+) -> Fit {
+    fit_with(
+        proposed,
+        without_us,
+        pod,
+        c,
+        cpu_whole_cores,
+        ProxyPlacement::Container,
+    )
+}
+
+/// `proposed`: our size for istio-proxy. `without_us`: the size the proxy gets if we do nothing
+/// (Istio's defaults or the owner's annotations). `pod`: the pod as the webhook receives it
+/// (already LimitRanger-defaulted), with or without an istio-proxy container. `injected_as`:
+/// where the proxy will be when absent. Adjusts our size so that nothing after us rejects the
+/// pod because of it: Container then Pod LimitRange items (raise requests to min, lower limits
+/// to max, meet maxLimitRequestRatio by raising the request, lowering the limit only when a
+/// larger request would break a Pod max), quota headroom (a value that does not fit goes back
+/// to `without_us`'s), pod-level `spec.resources`, and finally the whole [`check_after_webhooks`]
+/// model: a refusal with our size but not without it is a `NoFit`; a pod refused either way
+/// keeps our size with a note.
+pub fn fit_with(
+    proposed: Size,
+    without_us: Size,
+    pod: &PodSpec,
+    c: &NamespaceConstraints,
+    cpu_whole_cores: bool,
+    injected_as: ProxyPlacement,
+) -> Fit {
+    let mut f = Fitter {
+        pod,
+        c,
+        placement: injected_as,
+        whole_cores: cpu_whole_cores,
+        notes: Vec::new(),
+    };
+    let mut w = Work::of(proposed);
+    for i in 0..2 {
+        w.lim[i] = w.lim[i].max(w.req[i]);
+    }
+    let run = |f: &mut Fitter, w: &mut Work| -> Step<()> {
+        // Container and Pod items interact (a Pod max can lower what a Container min raised):
+        // repeat until stable.
+        for _ in 0..6 {
+            let before = *w;
+            f.container_items(w)?;
+            f.pod_items(w)?;
+            if *w == before {
+                break;
+            }
+        }
+        f.quotas(w, Work::of(without_us));
+        f.pod_level(*w)
+    };
+    if let Err(no) = run(&mut f, &mut w) {
+        return no;
+    }
+    let ours = check_after_webhooks(&f.build(w), c);
+    let theirs = check_after_webhooks(&f.build(Work::of(without_us)), c);
+    match (ours, theirs) {
+        (Ok(()), _) => Fit::Fits {
+            size: w.size(),
+            notes: f.notes,
+        },
+        (Err(v), Ok(())) => match v.into_iter().next() {
+            Some(v) => no_fit(v.object, v.message),
+            None => no_fit(POD_VALIDATION.into(), "rejected".into()),
+        },
+        (Err(v), Err(_)) => {
+            let mut notes = f.notes;
+            let why: Vec<String> = v.iter().map(|v| v.to_string()).collect();
+            notes.push(format!(
+                "the pod is rejected with or without our size (not because of it): {}",
+                why.join("; ")
+            ));
+            Fit::Fits {
+                size: w.size(),
+                notes,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::quantity::MI;
+    use k8s_openapi::api::core::v1::{ResourceQuotaSpec, ResourceQuotaStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde_json::json;
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        }
+    }
+
+    fn lr(limits: serde_json::Value) -> LimitRange {
+        LimitRange {
+            metadata: meta("limits"),
+            spec: Some(serde_json::from_value(json!({ "limits": limits })).unwrap()),
+        }
+    }
+
+    fn quota(hard: serde_json::Value, used: serde_json::Value) -> ResourceQuota {
+        let hard: RawList = serde_json::from_value(hard).unwrap();
+        ResourceQuota {
+            metadata: meta("q"),
+            spec: Some(ResourceQuotaSpec {
+                hard: Some(hard.clone()),
+                ..Default::default()
+            }),
+            status: Some(ResourceQuotaStatus {
+                hard: Some(hard),
+                used: Some(serde_json::from_value(used).unwrap()),
+            }),
+        }
+    }
+
+    fn pod(app: serde_json::Value) -> PodSpec {
+        serde_json::from_value(json!({ "containers": [{ "name": "app", "resources": app }] }))
+            .unwrap()
+    }
+
+    fn size(rc: u64, rm: u64, lc: u64, lm: u64) -> Size {
+        Size {
+            requests: Resources {
+                cpu: Cpu(rc),
+                memory: Memory(rm * MI),
+            },
+            limits: Resources {
+                cpu: Cpu(lc),
+                memory: Memory(lm * MI),
+            },
+        }
+    }
+
+    fn istio() -> Size {
+        size(100, 128, 2000, 1024)
+    }
+
+    fn only_lrs(lrs: Vec<LimitRange>) -> NamespaceConstraints {
+        NamespaceConstraints {
+            limit_ranges: lrs,
+            quotas: vec![],
+        }
+    }
+
+    fn fits(f: Fit) -> (Size, Vec<String>) {
+        match f {
+            Fit::Fits { size, notes } => (size, notes),
+            Fit::NoFit { object, constraint } => panic!("NoFit {object}: {constraint}"),
+        }
+    }
+
+    fn full_app() -> serde_json::Value {
+        json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}})
+    }
+
+    #[test]
+    fn stored_limit_range_defaults() {
+        let spec: LimitRangeSpec = serde_json::from_value(json!({"limits": [
+            {"type": "Container", "min": {"cpu": "250m", "memory": "64Mi"}, "max": {"cpu": "1"}},
+            {"type": "Pod", "max": {"memory": "2Gi"}}
+        ]}))
+        .unwrap();
+        let s = stored_limit_range(&spec);
+        let item = &s.limits[0];
+        assert_eq!(item.default.as_ref().unwrap()["cpu"].0, "1");
+        assert_eq!(item.default_request.as_ref().unwrap()["cpu"].0, "1");
+        assert_eq!(item.default_request.as_ref().unwrap()["memory"].0, "64Mi");
+        assert!(s.limits[1].default.is_none());
+        assert_eq!(stored_limit_range(&s), s);
+    }
+
+    #[test]
+    fn validate_limit_range_orders() {
+        let bad: LimitRangeSpec = serde_json::from_value(json!({"limits": [
+            {"type": "Container", "min": {"cpu": "2"}, "default": {"cpu": "500m"}}
+        ]}))
+        .unwrap();
+        assert!(validate_limit_range(&bad)
+            .unwrap_err()
+            .contains("min value 2"));
+        let ratio: LimitRangeSpec = serde_json::from_value(json!({"limits": [
+            {"type": "Container", "maxLimitRequestRatio": {"cpu": "500m"}}
+        ]}))
+        .unwrap();
+        assert!(validate_limit_range(&ratio).is_err());
+    }
+
+    #[test]
+    fn sidecar_totals_include_init_phases() {
+        let p: PodSpec = serde_json::from_value(json!({
+            "containers": [{"name": "app", "resources": {"requests": {"cpu": "100m"}}}],
+            "initContainers": [
+                {"name": "istio-proxy", "restartPolicy": "Always", "resources": {"requests": {"cpu": "200m"}}},
+                {"name": "migrate", "resources": {"requests": {"cpu": "1"}}}
+            ]
+        }))
+        .unwrap();
+        // max(100m + 200m, 200m + 1) = 1200m
+        assert_eq!(pod_total(&p, false)["cpu"], 1_200_000_000);
+    }
+
+    #[test]
+    fn max_without_limit_is_refused() {
+        let c = only_lrs(vec![lr(json!([{"type": "Pod", "max": {"memory": "2Gi"}}]))]);
+        let v = admit(&pod(json!({"requests": {"memory": "1Gi"}})), &c).unwrap_err();
+        assert_eq!(v[0].code(), 403);
+        assert!(v[0].message.contains("No limit is specified"), "{v:?}");
+    }
+
+    #[test]
+    fn default_request_above_own_limit_is_invalid() {
+        let c = only_lrs(vec![lr(
+            json!([{"type": "Container", "defaultRequest": {"cpu": "500m"}}]),
+        )]);
+        let p = pod(json!({"limits": {"memory": "64Mi"}, "requests": {"memory": "64Mi"}}));
+        assert!(admit(&p, &c).is_ok());
+        let p = pod(json!({"limits": {"cpu": "250m"}}));
+        // requests.cpu defaults to the limit (250m) before LimitRanger: no 500m default.
+        assert!(admit(&p, &c).is_ok());
+        let p = pod(
+            json!({"limits": {"memory": "64Mi", "cpu": "100m"}, "requests": {"memory": "64Mi"}}),
+        );
+        assert!(admit(&p, &c).is_ok());
+        let c = only_lrs(vec![lr(
+            json!([{"type": "Container", "default": {"cpu": "100m"}, "defaultRequest": {"cpu": "100m"}}]),
+        )]);
+        let p = pod(json!({"requests": {"cpu": "200m"}}));
+        let v = admit(&p, &c).unwrap_err();
+        assert_eq!(v[0].code(), 422, "{v:?}");
+    }
+
+    #[test]
+    fn quota_must_specify_and_exceeded() {
+        let c = NamespaceConstraints {
+            limit_ranges: vec![],
+            quotas: vec![quota(
+                json!({"limits.cpu": "2"}),
+                json!({"limits.cpu": "1500m"}),
+            )],
+        };
+        let v = admit(&pod(json!({"requests": {"cpu": "1"}})), &c).unwrap_err();
+        assert!(
+            v[0].message.contains("must specify limits.cpu for: app"),
+            "{v:?}"
+        );
+        let v = admit(&pod(json!({"limits": {"cpu": "1"}})), &c).unwrap_err();
+        assert!(v[0].message.contains("exceeded quota"), "{v:?}");
+        assert!(admit(&pod(json!({"limits": {"cpu": "500m"}})), &c).is_ok());
+        // `cpu` aliases requests.cpu
+        let c = NamespaceConstraints {
+            limit_ranges: vec![],
+            quotas: vec![quota(json!({"cpu": "1"}), json!({"cpu": "0"}))],
+        };
+        assert!(admit(&pod(json!({"requests": {"cpu": "2"}})), &c).is_err());
+        assert!(admit(&pod(json!({"requests": {"cpu": "1"}})), &c).is_ok());
+    }
+
+    #[test]
+    fn fit_ratio_raises_request() {
+        let c = only_lrs(vec![lr(
+            json!([{"type": "Container", "maxLimitRequestRatio": {"cpu": "10"}}]),
+        )]);
+        let app = pod(json!({"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}));
+        let (s, notes) = fits(fit(size(10, 64, 1000, 64), istio(), &app, &c, true));
+        assert_eq!(s.requests.cpu, Cpu(100));
+        assert_eq!(s.limits.cpu, Cpu(1000));
+        assert!(notes[0].contains("maxLimitRequestRatio"), "{notes:?}");
+    }
+
+    #[test]
+    fn fit_ratio_rounds_request_up() {
+        let c = only_lrs(vec![lr(
+            json!([{"type": "Container", "maxLimitRequestRatio": {"cpu": "3", "memory": "3"}}]),
+        )]);
+        let app = pod(
+            json!({"requests": {"cpu": "500m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}}),
+        );
+        let (s, _) = fits(fit(size(10, 32, 1000, 100), istio(), &app, &c, true));
+        assert_eq!(s.requests.cpu, Cpu(334));
+        assert_eq!(s.requests.memory, Memory((100 * MI).div_ceil(3)));
+        assert!(
+            check_after_webhooks(&pod_with_proxy(&app, s, ProxyPlacement::Container), &c).is_ok()
+        );
+    }
+
+    #[test]
+    fn fit_max_lowers_limit_and_request() {
+        let c = only_lrs(vec![lr(
+            json!([{"type": "Container", "max": {"cpu": "2"}}]),
+        )]);
+        let app = pod(full_app());
+        let (s, _) = fits(fit(size(2500, 64, 5000, 64), istio(), &app, &c, true));
+        assert_eq!((s.requests.cpu, s.limits.cpu), (Cpu(2000), Cpu(2000)));
+    }
+
+    #[test]
+    fn fit_fractional_max_wins_over_whole_cores() {
+        let c = only_lrs(vec![lr(
+            json!([{"type": "Container", "max": {"cpu": "1500m"}}]),
+        )]);
+        let (s, notes) = fits(fit(
+            size(200, 64, 2000, 64),
+            istio(),
+            &pod(full_app()),
+            &c,
+            true,
+        ));
+        assert_eq!(s.limits.cpu, Cpu(1500));
+        assert!(notes.iter().any(|n| n.contains("fractional")), "{notes:?}");
+    }
+
+    #[test]
+    fn fit_min_raises_request() {
+        let c = only_lrs(vec![lr(
+            json!([{"type": "Container", "min": {"memory": "64Mi"}}]),
+        )]);
+        let (s, _) = fits(fit(
+            size(100, 32, 1000, 32),
+            istio(),
+            &pod(full_app()),
+            &c,
+            true,
+        ));
+        assert_eq!(s.requests.memory, Memory(64 * MI));
+        assert_eq!(s.limits.memory, Memory(64 * MI));
+    }
+
+    #[test]
+    fn fit_min_above_max_is_no_fit() {
+        let c = only_lrs(vec![lr(
+            json!([{"type": "Container", "min": {"cpu": "2"}, "max": {"cpu": "1"}}]),
+        )]);
+        match fit(size(100, 64, 1000, 64), istio(), &pod(full_app()), &c, true) {
+            Fit::NoFit { object, constraint } => {
+                assert_eq!(object, "LimitRange shop/limits");
+                assert!(constraint.contains("min.cpu"), "{constraint}");
+            }
+            f => panic!("{f:?}"),
+        }
+    }
+
+    #[test]
+    fn fit_quota_without_headroom_keeps_without_us() {
+        let c = NamespaceConstraints {
+            limit_ranges: vec![],
+            quotas: vec![quota(
+                json!({"requests.memory": "1Gi", "requests.cpu": "10"}),
+                json!({"requests.memory": "700Mi", "requests.cpu": "0"}),
+            )],
+        };
+        let app = pod(full_app());
+        // 700Mi + 128Mi (app) + 256Mi (ours) > 1Gi; with Istio's 128Mi it fits.
+        let (s, notes) = fits(fit(size(300, 256, 1000, 256), istio(), &app, &c, true));
+        assert_eq!(s.requests.memory, Memory(128 * MI));
+        assert_eq!(s.requests.cpu, Cpu(300));
+        assert!(
+            notes.iter().any(|n| n.contains("ResourceQuota shop/q")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn fit_quota_full_either_way_is_not_ours() {
+        let c = NamespaceConstraints {
+            limit_ranges: vec![],
+            quotas: vec![quota(
+                json!({"requests.cpu": "1"}),
+                json!({"requests.cpu": "1"}),
+            )],
+        };
+        let (_, notes) = fits(fit(
+            size(300, 64, 1000, 64),
+            istio(),
+            &pod(full_app()),
+            &c,
+            true,
+        ));
+        assert!(
+            notes.last().unwrap().contains("with or without"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn fit_pod_max_lowers_limit_under_ratio() {
+        // Pod max cpu 1 with the app at 800m requests / 800m limits; ratio 2 per container.
+        let c = only_lrs(vec![lr(json!([
+            {"type": "Container", "maxLimitRequestRatio": {"cpu": "2"}},
+            {"type": "Pod", "max": {"cpu": "1"}}
+        ]))]);
+        let app = pod(
+            json!({"requests": {"cpu": "800m", "memory": "64Mi"}, "limits": {"cpu": "800m", "memory": "64Mi"}}),
+        );
+        let (s, _) = fits(fit(size(50, 64, 1000, 64), istio(), &app, &c, true));
+        let built = pod_with_proxy(&app, s, ProxyPlacement::Container);
+        assert!(check_after_webhooks(&built, &c).is_ok(), "{s:?}");
+        assert!(s.limits.cpu <= Cpu(200));
+    }
+
+    #[test]
+    fn fit_pod_min_raises_request() {
+        let c = only_lrs(vec![lr(
+            json!([{"type": "Pod", "min": {"memory": "512Mi"}}]),
+        )]);
+        let (s, _) = fits(fit(
+            size(100, 64, 1000, 64),
+            istio(),
+            &pod(full_app()),
+            &c,
+            true,
+        ));
+        assert_eq!(s.requests.memory, Memory(384 * MI));
+    }
+
+    #[test]
+    fn fit_native_sidecar_and_pod_level_resources() {
+        let mut p = pod(full_app());
+        p.resources = Some(
+            serde_json::from_value(json!({"requests": {"cpu": "300m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "1Gi"}}))
+                .unwrap(),
+        );
+        let c = NamespaceConstraints::default();
+        let f = fit_with(
+            size(100, 64, 1000, 64),
+            istio(),
+            &p,
+            &c,
+            true,
+            ProxyPlacement::NativeSidecar,
+        );
+        assert!(matches!(f, Fit::Fits { .. }), "{f:?}");
+        match fit(size(500, 64, 1000, 64), istio(), &p, &c, true) {
+            Fit::NoFit { object, .. } => assert_eq!(object, "pod-level resources"),
+            f => panic!("{f:?}"),
+        }
+        let built = pod_with_proxy(&p, istio(), ProxyPlacement::NativeSidecar);
+        let init = built.init_containers.unwrap();
+        assert_eq!(init[0].name, PROXY);
+        assert_eq!(init[0].restart_policy.as_deref(), Some("Always"));
+    }
+
+    #[test]
+    fn fit_without_constraints_is_identity() {
+        let s = size(123, 77, 2000, 77);
+        let (got, notes) = fits(fit(
+            s,
+            istio(),
+            &pod(full_app()),
+            &NamespaceConstraints::default(),
+            true,
+        ));
+        assert_eq!(got, s);
+        assert!(notes.is_empty());
+    }
 }
