@@ -331,7 +331,15 @@ fn fit_never_breaks_an_admissible_pod() {
                 check_after_webhooks(&pod_with_proxy(&pod, without_us, placement), &c).is_ok();
             for p in proposals {
                 match fit_with(p, without_us, &pod, &c, true, placement) {
-                    Fit::NoFit { .. } => no_fits += 1,
+                    Fit::NoFit { object, constraint } => {
+                        no_fits += 1;
+                        // Proposing exactly what the pod gets without us must always fit.
+                        if base_ok && p == without_us {
+                            bad.push(format!(
+                                "{at} {placement:?}: the without-us size itself does not fit: {object}: {constraint}"
+                            ));
+                        }
+                    }
                     Fit::Fits { size, notes } => {
                         fits += 1;
                         let final_pod = pod_with_proxy(&pod, size, placement);
@@ -354,6 +362,10 @@ fn fit_never_breaks_an_admissible_pod() {
             }
         }
     }
+    assert!(
+        checked > 1000,
+        "too few admissible cases checked: {checked}"
+    );
     assert!(
         bad.is_empty(),
         "{} fitted sizes break admissible pods:\n{}",

@@ -1103,7 +1103,7 @@ impl Fitter<'_> {
                         }
                     }
                     if let Some(mx) = max.get(*r) {
-                        let (treq, tlim) = self.totals(*w, r);
+                        let (_, tlim) = self.totals(*w, r);
                         if tlim > *mx {
                             let excess = to_units_ceil(i, tlim - mx);
                             if excess >= w.lim[i] {
@@ -1125,6 +1125,7 @@ impl Fitter<'_> {
                             w.lim[i] = lim;
                             w.req[i] = w.req[i].min(lim);
                         }
+                        let (treq, _) = self.totals(*w, r);
                         if treq > *mx {
                             let excess = to_units_ceil(i, treq - mx);
                             let req = w.req[i].saturating_sub(excess);
@@ -1684,6 +1685,17 @@ mod tests {
         let built = pod_with_proxy(&app, s, ProxyPlacement::Container);
         assert!(check_after_webhooks(&built, &c).is_ok(), "{s:?}");
         assert!(s.limits.cpu <= Cpu(200));
+    }
+
+    #[test]
+    fn fit_pod_max_on_limit_then_request() {
+        // The app has no CPU limit: the pod's CPU limit is ours alone.
+        let c = only_lrs(vec![lr(json!([{"type": "Pod", "max": {"cpu": "2"}}]))]);
+        let app = pod(
+            json!({"requests": {"cpu": "1500m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}}),
+        );
+        let (s, _) = fits(fit(size(2500, 64, 5000, 64), istio(), &app, &c, true));
+        assert_eq!((s.requests.cpu, s.limits.cpu), (Cpu(500), Cpu(2000)));
     }
 
     #[test]
