@@ -249,7 +249,7 @@ pub fn validate_limit_range(spec: &LimitRangeSpec) -> Result<(), String> {
                 if *r < 1_000_000_000 {
                     errs.push(format!(
                         "{at}.maxLimitRequestRatio[{k}]: ratio {} is less than 1",
-                        show("", *r)
+                        show(CPU, *r)
                     ));
                 }
                 // ratio ≤ max/min, compared exactly: ratio × min ≤ max.
@@ -520,7 +520,7 @@ fn ratio_constraint(
     req: &Parsed,
     lim: &Parsed,
 ) -> Option<String> {
-    let e = show("", enforced);
+    let e = show(CPU, enforced);
     let r = req.get(k).map(|v| milli(*v)).unwrap_or(0);
     if r == 0 {
         return Some(format!(
@@ -1054,7 +1054,7 @@ impl Fitter<'_> {
                             if need <= cap {
                                 self.note(format!(
                                     "{object}: Container maxLimitRequestRatio.{r} {}: request raised from {} to {} (limit {})",
-                                    show("", rt * 1_000_000),
+                                    format_cpu(u64::try_from(rt).unwrap_or(u64::MAX)),
                                     fmt_units(i, w.req[i]),
                                     fmt_units(i, need),
                                     fmt_units(i, w.lim[i])
@@ -1075,7 +1075,7 @@ impl Fitter<'_> {
                                 }
                                 self.note(format!(
                                     "{object}: Container maxLimitRequestRatio.{r} {}: limit lowered from {} to {} (a larger request would break a Pod max)",
-                                    show("", rt * 1_000_000),
+                                    format_cpu(u64::try_from(rt).unwrap_or(u64::MAX)),
                                     fmt_units(i, w.lim[i]),
                                     fmt_units(i, lim)
                                 ));
@@ -1167,7 +1167,7 @@ impl Fitter<'_> {
                             let req = w.req[i].saturating_add(add).min(w.lim[i]);
                             self.note(format!(
                                 "{object}: Pod maxLimitRequestRatio.{r} {}: request raised from {} to {}",
-                                show("", rt * 1_000_000),
+                                format_cpu(u64::try_from(rt).unwrap_or(u64::MAX)),
                                 fmt_units(i, w.req[i]),
                                 fmt_units(i, req)
                             ));
