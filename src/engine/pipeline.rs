@@ -205,7 +205,13 @@ pub fn run(pod: &Pod, ctx: &PodContext<'_>, settings: &Settings, snaps: &Snapsho
         Ok(p) => p,
         Err(e) => return not_sized(workload, e.into(), decision, warnings),
     };
-    if let Some(c) = snaps.cluster.get(&workload.namespace) {
+    // Fit into what judges the pod after us: the namespace's LimitRanges and quotas
+    // (`--cluster-constraints`) and the pod's own pod-level `spec.resources` (always).
+    let no_constraints = constraints::NamespaceConstraints::default();
+    let ns_constraints = snaps.cluster.get(&workload.namespace);
+    let pod_level = pod.spec.as_ref().is_some_and(|s| s.resources.is_some());
+    if ns_constraints.is_some() || pod_level {
+        let c = ns_constraints.unwrap_or(&no_constraints);
         let (without_req, without_lim) = current_size(pod, &settings.policy);
         let spec_of_pod = pod.spec.clone().unwrap_or_default();
         match constraints::fit(
