@@ -120,6 +120,41 @@ fn serve_fails_fast_on_bad_config() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert /nonexistent/tls.crt"));
+    // Policies that would leave every pod unsized do not start; the error names the flag.
+    for (flag, value) in [
+        ("--cpu-limit-factor", "0.5"),
+        ("--cpu-limit-min", "0"),
+        ("--memory-headroom", "0.8"),
+    ] {
+        let out = bin()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--health-listen",
+                "127.0.0.1:0",
+                flag,
+                value,
+            ])
+            .arg("--tls-cert")
+            .arg(dir.path().join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path().join("tls.key"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {err}");
+        assert!(err.contains(flag), "{flag}: {err}");
+        // review refuses the same policy.
+        let out = bin()
+            .args(["review", "examples/manifests", flag, value])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "review {flag} {value}: {err}");
+        assert!(err.contains(flag), "review {flag}: {err}");
+    }
 }
 
 /// `serve` configured only by SIDECAR_SIZER_* variables, then SIGTERM: exit 0.

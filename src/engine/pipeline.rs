@@ -324,3 +324,71 @@ pub fn current_size(pod: &Pod, policy: &Policy) -> (Resources, Resources) {
     }
     (req, lim)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(labels: serde_json::Value, annotations: serde_json::Value, host_network: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "labels": labels, "annotations": annotations},
+            "spec": {"hostNetwork": host_network, "containers": [{"name": "app"}]}
+        }))
+        .unwrap()
+    }
+
+    /// The skip rule on top of Istio's: (labels, annotations, hostNetwork, skipped?).
+    #[test]
+    fn skip_rule_table() {
+        let cases = [
+            (json!({}), json!({}), false, false),
+            (json!({}), json!({ANN_SKIP: "true"}), false, true),
+            (json!({}), json!({ANN_SKIP: "True"}), false, true),
+            (json!({}), json!({ANN_SKIP: "yes"}), false, true),
+            (json!({}), json!({ANN_SKIP: "false"}), false, false),
+            (json!({}), json!({ANN_SKIP: "FALSE"}), false, false),
+            (json!({}), json!({ANN_SKIP: "sometimes"}), false, true),
+            (
+                json!({"sidecar.istio.io/inject": "False"}),
+                json!({}),
+                false,
+                true,
+            ),
+            (
+                json!({"sidecar.istio.io/inject": "true"}),
+                json!({"sidecar.istio.io/inject": "false"}),
+                false,
+                false,
+            ),
+            (
+                json!({}),
+                json!({"sidecar.istio.io/inject": "off"}),
+                false,
+                true,
+            ),
+            (
+                json!({"sidecar.istio.io/inject": "true"}),
+                json!({}),
+                true,
+                true,
+            ),
+            // our skip is read before Istio's rule; "false" does not re-enable an opt-out
+            (
+                json!({"sidecar.istio.io/inject": "no"}),
+                json!({ANN_SKIP: "false"}),
+                false,
+                true,
+            ),
+        ];
+        for (labels, anns, host, skipped) in cases {
+            let p = pod(labels.clone(), anns.clone(), host);
+            assert_eq!(
+                skip_reason(&p).is_some(),
+                skipped,
+                "labels {labels} annotations {anns} hostNetwork {host}: {:?}",
+                skip_reason(&p)
+            );
+        }
+    }
+}
