@@ -8,7 +8,7 @@ CERT_NAMES := --dns localhost --dns sidecar-sizer --dns sidecar-sizer.sidecar-si
               --dns sidecar-sizer.sidecar-sizer.svc --dns sidecar-sizer.sidecar-sizer.svc.cluster.local \
               --ip 127.0.0.1
 
-.PHONY: all build run test test-deps manifests-check manifests-static bench fuzz lint fmt certs clean
+.PHONY: all build run test test-deps manifests-check manifests-static image image-check bench fuzz lint fmt certs clean
 
 all: build
 
@@ -55,6 +55,19 @@ manifests-static: certs/tls.crt
 	ca=$$(base64 -w0 < certs/ca.crt); \
 	printf -- '- op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: %s\n- op: add\n  path: /webhooks/1/clientConfig/caBundle\n  value: %s\n' "$$ca" "$$ca" \
 	  > manifests/overlays/static-certs/generated/cabundle-patch.yaml
+	# The client-ca overlay's CA file (in a cluster: the CA of the apiserver's client cert).
+	[ -f manifests/overlays/client-ca/client-ca.crt ] || cp certs/ca.crt manifests/overlays/client-ca/client-ca.crt
+
+# The container image: a static release binary in an OCI image FROM scratch (user 65532,
+# no shell), written to target/image/sidecar-sizer-<version>.oci.tar with Debian's buildah
+# (installed if missing). `docker load -i`, `podman load -i` and `kind load image-archive`
+# take the archive. IMAGE_TAG overrides the tag (default: the crate version).
+image:
+	scripts/image.sh
+
+# Build the image, then read the archive as a runtime would and run the binary from it.
+image-check: image
+	python3 scripts/image-check.py target/image/sidecar-sizer-$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1).oci.tar
 
 # Benchmarks (never part of `make test`): criterion micro benches, then the macro run
 # against the fixed-response baseline with oha; report in target/bench-report.md.
