@@ -31,11 +31,13 @@ run: build certs/tls.crt
 	  $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL))
 
 # All tests. Installs what the tests need (Debian's prometheus: prometheus + promtool for
-# the history tests), builds every test target once, then runs them.
+# the history tests), builds every test target once, then runs them; then the manifests
+# check and the image check (builds the image with buildah, installed if missing).
 test: test-deps
 	$(CARGO) build --all-targets --locked
 	$(CARGO) test --all-targets --locked
 	$(MAKE) --no-print-directory manifests-check
+	$(MAKE) --no-print-directory image-check
 
 test-deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \

@@ -46,8 +46,9 @@ fi
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   "$cargo" build --locked --profile "${IMAGE_PROFILE:-release}" --target "$triple" --bin sidecar-sizer
 bin="target/$triple/${IMAGE_PROFILE:-release}/sidecar-sizer"
-if ldd "$bin" >/dev/null 2>&1; then
-  echo "error: $bin is dynamically linked" >&2
+# ldd prints "statically linked" (static-pie) or "not a dynamic executable" for static ones.
+if ! ldd "$bin" 2>&1 | grep -qE "statically linked|not a dynamic executable"; then
+  echo "error: $bin is dynamically linked: $(ldd "$bin" 2>&1 | head -n 3)" >&2
   exit 1
 fi
 
