@@ -689,17 +689,43 @@ impl<'t> Editor<'t> {
                 return Err("empty block mapping".into());
             };
             let indent = first.col;
-            let at = entries
-                .iter()
-                .map(|(k, v)| self.entry_end(k, v))
-                .max()
-                .unwrap_or(map.end);
-            let at = self.line_end(at);
-            let mut text = String::new();
-            for (k, w) in &missing {
-                self.render_block(&mut text, k, w, indent);
+            // `metadata` goes first, where Kubernetes objects keep it, when the first key
+            // starts its own line; everything else after the last entry.
+            let line_start = self.text[..first.start].rfind('\n').map_or(0, |i| i + 1);
+            let own_line = self.text[line_start..first.start]
+                .bytes()
+                .all(|b| b == b' ');
+            let (front, back): (Vec<_>, Vec<_>) = missing
+                .into_iter()
+                .partition(|(k, _)| own_line && k == "metadata");
+            if !front.is_empty() {
+                let mut text = String::new();
+                for (k, w) in &front {
+                    self.render_block(&mut text, k, w, indent);
+                }
+                // Rendered lines start with a line break: move it to the end, and the
+                // first key's own indentation stays where it is.
+                let text = format!(
+                    "{}{}{}",
+                    text.get(self.eol.len() + indent..).unwrap_or(""),
+                    self.eol,
+                    " ".repeat(indent)
+                );
+                self.edits.push((first.start, first.start, text));
             }
-            self.edits.push((at, at, text));
+            if !back.is_empty() {
+                let at = entries
+                    .iter()
+                    .map(|(k, v)| self.entry_end(k, v))
+                    .max()
+                    .unwrap_or(map.end);
+                let at = self.line_end(at);
+                let mut text = String::new();
+                for (k, w) in &back {
+                    self.render_block(&mut text, k, w, indent);
+                }
+                self.edits.push((at, at, text));
+            }
             Ok(())
         }
     }
@@ -710,12 +736,12 @@ impl<'t> Editor<'t> {
         entries: &[(Node, Node)],
         missing: &[(String, Want)],
     ) -> Result<(), String> {
+        let open = self.text[map.start..map.end]
+            .find('{')
+            .map(|i| map.start + i + 1)
+            .ok_or("flow mapping without `{`")?;
         let Some((last_k, last_v)) = entries.last() else {
             // `{}`: members go right after the brace.
-            let open = self.text[map.start..map.end]
-                .find('{')
-                .map(|i| map.start + i + 1)
-                .ok_or("flow mapping without `{`")?;
             let members: Vec<String> = missing
                 .iter()
                 .map(|(k, w)| self.render_flow(k, w))
@@ -723,23 +749,38 @@ impl<'t> Editor<'t> {
             self.edits.push((open, open, members.join(", ")));
             return Ok(());
         };
-        let at = self.entry_end(last_k, last_v);
         let multiline = self.text[map.start..map.end].contains('\n');
-        let mut text = String::new();
-        for (k, w) in missing {
-            if multiline {
-                // One member a line, at the members' indentation (JSON files).
-                let indent = entries.first().map_or(last_k.col, |(k, _)| k.col);
-                text.push(',');
+        if multiline {
+            // JSON files: one member a line at the members' indentation, first in the
+            // object, so no existing line changes (not even to gain a comma).
+            let indent = entries.first().map_or(last_k.col, |(k, _)| k.col);
+            // The file's own step: members' column minus the brace line's indentation.
+            let line_start = self.text[..open].rfind('\n').map_or(0, |i| i + 1);
+            let brace_indent = self.text[line_start..open]
+                .chars()
+                .take_while(|c| *c == ' ')
+                .count();
+            let step = indent
+                .checked_sub(brace_indent)
+                .filter(|s| *s > 0)
+                .unwrap_or(self.step);
+            let mut text = String::new();
+            for (k, w) in missing {
                 text.push_str(self.eol);
                 text.push_str(&" ".repeat(indent));
-                text.push_str(&self.render_flow_multiline(k, w, indent));
-            } else {
+                text.push_str(&self.render_flow_multiline(k, w, indent, step));
+                text.push(',');
+            }
+            self.edits.push((open, open, text));
+        } else {
+            let mut text = String::new();
+            for (k, w) in missing {
                 text.push_str(", ");
                 text.push_str(&self.render_flow(k, w));
             }
+            let at = self.entry_end(last_k, last_v);
+            self.edits.push((at, at, text));
         }
-        self.edits.push((at, at, text));
         Ok(())
     }
 
@@ -772,17 +813,17 @@ impl<'t> Editor<'t> {
         }
     }
 
-    fn render_flow_multiline(&self, key: &str, want: &Want, indent: usize) -> String {
+    fn render_flow_multiline(&self, key: &str, want: &Want, indent: usize, step: usize) -> String {
         match want {
             Want::Map(sub) => {
-                let inner = " ".repeat(indent + self.step);
+                let inner = " ".repeat(indent + step);
                 let members: Vec<String> = sub
                     .iter()
                     .map(|(k, w)| {
                         format!(
                             "{}{inner}{}",
                             self.eol,
-                            self.render_flow_multiline(k, w, indent + self.step)
+                            self.render_flow_multiline(k, w, indent + step, step)
                         )
                     })
                     .collect();
@@ -973,7 +1014,7 @@ mod tests {
         );
         assert_eq!(
             got,
-            "{\n  \"metadata\": {\n    \"labels\": {\"app\": \"x\"},\n    \"annotations\": {\n      \"k\": \"v\",\n      \"l\": \"w\"\n    }\n  }\n}\n"
+            "{\n  \"metadata\": {\n    \"annotations\": {\n      \"k\": \"v\",\n      \"l\": \"w\"\n    },\n    \"labels\": {\"app\": \"x\"}\n  }\n}\n"
         );
         let t = "m: {}\n";
         assert_eq!(edit(t, &["m"], vec![("k", s("v"))]), "m: {\"k\": \"v\"}\n");
