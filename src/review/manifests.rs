@@ -670,7 +670,8 @@ impl<'t> Editor<'t> {
                         self.edits.push((v.start, v.end, quote(text)));
                     } else {
                         // `key:` with an empty value: the value goes after the colon.
-                        let colon = self.text[k.end..]
+                        let colon = self
+                            .slice(k.end, usize::MAX)
                             .find(':')
                             .map_or(k.end, |i| k.end + i + 1);
                         self.edits.push((colon, colon, format!(" {}", quote(text))));
@@ -691,8 +692,9 @@ impl<'t> Editor<'t> {
             let indent = first.col;
             // `metadata` goes first, where Kubernetes objects keep it, when the first key
             // starts its own line; everything else after the last entry.
-            let line_start = self.text[..first.start].rfind('\n').map_or(0, |i| i + 1);
-            let own_line = self.text[line_start..first.start]
+            let line_start = self.slice(0, first.start).rfind('\n').map_or(0, |i| i + 1);
+            let own_line = self
+                .slice(line_start, first.start)
                 .bytes()
                 .all(|b| b == b' ');
             let (front, back): (Vec<_>, Vec<_>) = missing
@@ -736,7 +738,8 @@ impl<'t> Editor<'t> {
         entries: &[(Node, Node)],
         missing: &[(String, Want)],
     ) -> Result<(), String> {
-        let open = self.text[map.start..map.end]
+        let open = self
+            .slice(map.start, map.end)
             .find('{')
             .map(|i| map.start + i + 1)
             .ok_or("flow mapping without `{`")?;
@@ -749,14 +752,15 @@ impl<'t> Editor<'t> {
             self.edits.push((open, open, members.join(", ")));
             return Ok(());
         };
-        let multiline = self.text[map.start..map.end].contains('\n');
+        let multiline = self.slice(map.start, map.end).contains('\n');
         if multiline {
             // JSON files: one member a line at the members' indentation, first in the
             // object, so no existing line changes (not even to gain a comma).
             let indent = entries.first().map_or(last_k.col, |(k, _)| k.col);
             // The file's own step: members' column minus the brace line's indentation.
-            let line_start = self.text[..open].rfind('\n').map_or(0, |i| i + 1);
-            let brace_indent = self.text[line_start..open]
+            let line_start = self.slice(0, open).rfind('\n').map_or(0, |i| i + 1);
+            let brace_indent = self
+                .slice(line_start, open)
                 .chars()
                 .take_while(|c| *c == ' ')
                 .count();
@@ -868,10 +872,16 @@ impl<'t> Editor<'t> {
         }
     }
 
+    /// `text[start..end]` (end clamped), or "" when the range is not one: spans come from
+    /// the parser and are trusted, but a bad one must not panic.
+    fn slice(&self, start: usize, end: usize) -> &str {
+        self.text.get(start..end.min(self.text.len())).unwrap_or("")
+    }
+
     /// The end of the line holding byte `at` (before its line break).
     fn line_end(&self, at: usize) -> usize {
         let at = at.min(self.text.len());
-        match self.text[at..].find('\n') {
+        match self.slice(at, usize::MAX).find('\n') {
             Some(i) => {
                 let nl = at + i;
                 if nl > at && self.text.as_bytes()[nl - 1] == b'\r' {
@@ -972,7 +982,8 @@ mod tests {
             got,
             "template:\n    metadata:\n        labels:\n            app: x\n        annotations:\n            k: \"v\"\n    spec: {}\n"
         );
-        // No metadata at all, CRLF, no trailing newline.
+        // No metadata at all (it goes first, where objects keep it), CRLF, no trailing
+        // newline.
         let t = "template:\r\n  spec:\r\n    containers: []";
         let got = edit(
             t,
@@ -981,7 +992,7 @@ mod tests {
         );
         assert_eq!(
             got,
-            "template:\r\n  spec:\r\n    containers: []\r\n  metadata:\r\n    annotations:\r\n      k: \"v\""
+            "template:\r\n  metadata:\r\n    annotations:\r\n      k: \"v\"\r\n  spec:\r\n    containers: []"
         );
         // An empty `annotations:`.
         let t = "metadata:\n  annotations: # none yet\n  labels:\n    a: b\n";

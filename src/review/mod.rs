@@ -658,6 +658,18 @@ mod tests {
         assert!(!written.contains("reasons"), "{written}");
     }
 
+    /// Issue 11 §5: a decision recorded with other reasons (older wording, a history
+    /// refresh) is the same decision: nothing to write, nothing to fail on.
+    #[test]
+    fn reasons_never_make_a_change() {
+        let text = "kind: Pod\nmetadata:\n  name: a\n  annotations:\n    sidecar.istio.io/proxyCPU: \"100m\"\n    sidecar.istio.io/proxyCPULimit: \"2\"\n    sidecar.istio.io/proxyMemory: \"128Mi\"\n    sidecar.istio.io/proxyMemoryLimit: \"1Gi\"\n    sidecar-sizer.io/decision: '{\"source\":\"default\",\"cpu\":\"100m\",\"cpuLimit\":\"2\",\"memory\":\"128Mi\",\"memoryLimit\":\"1Gi\",\"reasons\":[\"older wording\"]}'\nspec:\n  containers: [{name: app}]\n";
+        let out = run_on(text);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert_eq!(out.items.len(), 1);
+        assert!(!out.items[0].changed, "{:?}", out.items[0]);
+        assert!(out.rewritten.is_empty());
+    }
+
     #[test]
     fn skips_are_listed_and_never_written() {
         for text in [
