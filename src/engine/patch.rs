@@ -37,7 +37,9 @@ pub struct DecisionRecord {
     pub memory_limit: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub explicit: Vec<String>,
-    #[serde(default)]
+    /// Empty (and left out) in manifests written by `review --write`: files record the
+    /// decision, not its wording, so a history refresh never changes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
 }
 

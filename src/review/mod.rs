@@ -1,9 +1,16 @@
 //! `sidecar-sizer review`: the webhook's decisions for manifests not yet applied
-//! (a pull request, `helm template`, `kustomize build`), with the same decide() and patch.
+//! (a pull request, `helm template`, `kustomize build`), from the webhook's own
+//! [`pipeline::run`]. `manifests` reads them as kubectl does and edits their text
+//! losslessly for `--write`; `formats` prints the review.
+
+pub mod formats;
+pub mod manifests;
+
+pub use formats::{format_diff, format_json, format_markdown, format_table};
 
 use crate::engine::constraints::ClusterSnapshot;
 use crate::engine::patch::{
-    self, ANN_CPU, ANN_CPU_LIMIT, ANN_DECISION, ANN_MEMORY, ANN_MEMORY_LIMIT,
+    self, DecisionRecord, ANN_CPU, ANN_CPU_LIMIT, ANN_DECISION, ANN_MEMORY, ANN_MEMORY_LIMIT,
 };
 use crate::engine::pipeline::{self, PodContext, Settings, Snapshots, Verdict};
 use crate::engine::sizing::Resources;
@@ -11,9 +18,8 @@ use crate::engine::spec::SpecStore;
 use crate::engine::workload::{self, WorkloadKind};
 use crate::sources::history::UsageSnapshot;
 use k8s_openapi::api::core::v1::Pod;
+use manifests::{Editor, Node, Want};
 use serde::Serialize;
-use serde_yaml_ng::Value as Yaml;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// One input: a file's path (or `-`) and its text.
@@ -85,71 +91,6 @@ pub struct Outcome {
     pub rewritten: Vec<(usize, String)>,
 }
 
-/// A document of a multi-document input: its text and first line.
-struct Doc<'t> {
-    text: &'t str,
-    line: usize,
-}
-
-fn split_docs(text: &str) -> (Vec<Doc<'_>>, Vec<&str>) {
-    // Separators are kept verbatim so a rewrite only touches changed documents.
-    let mut docs = Vec::new();
-    let mut seps = Vec::new();
-    let mut start = 0;
-    let mut start_line = 1;
-    let mut offset = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let bare = line.trim_end();
-        if bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") {
-            docs.push(Doc {
-                text: &text[start..offset],
-                line: start_line,
-            });
-            seps.push(&text[offset..offset + line.len()]);
-            start = offset + line.len();
-            start_line = i + 2;
-        }
-        offset += line.len();
-    }
-    docs.push(Doc {
-        text: &text[start..],
-        line: start_line,
-    });
-    (docs, seps)
-}
-
-/// The comment and blank lines a document starts with.
-fn leading_comments(doc: &str) -> &str {
-    let mut end = 0;
-    for line in doc.split_inclusive('\n') {
-        let t = line.trim();
-        if !(t.is_empty() || t.starts_with('#')) {
-            break;
-        }
-        end += line.len();
-    }
-    &doc[..end]
-}
-
-fn is_blank(doc: &str) -> bool {
-    doc.lines().all(|l| {
-        let t = l.trim();
-        t.is_empty() || t.starts_with('#') || t == "..."
-    })
-}
-
-fn get<'v>(v: &'v Yaml, path: &[&str]) -> Option<&'v Yaml> {
-    path.iter().try_fold(v, |v, k| v.get(*k))
-}
-
-fn get_mut<'v>(v: &'v mut Yaml, path: &[&str]) -> Option<&'v mut Yaml> {
-    path.iter().try_fold(v, |v, k| v.get_mut(*k))
-}
-
-fn text_at<'v>(v: &'v Yaml, path: &[&str]) -> &'v str {
-    get(v, path).and_then(Yaml::as_str).unwrap_or("")
-}
-
 /// Where the pod template of a kind lives, and the workload kind it stands for.
 fn template_path(kind: &str) -> Option<(&'static [&'static str], WorkloadKind)> {
     Some(match kind {
@@ -168,87 +109,64 @@ fn template_path(kind: &str) -> Option<(&'static [&'static str], WorkloadKind)> 
     })
 }
 
-/// Review every input. Never stops at a bad document: errors are collected.
+/// Review every input. Never stops at a bad document: errors are collected. With `write`,
+/// `rewritten` holds the new text of every input that changes (text edits only: see
+/// [`manifests`]); an input with nothing to change is not in it.
 pub fn review(inputs: &[Input], ctx: &Context<'_>, write: bool) -> Outcome {
     let mut out = Outcome::default();
     for (idx, input) in inputs.iter().enumerate() {
-        let (docs, seps) = split_docs(&input.text);
-        let json_input = input.name.ends_with(".json");
-        let mut new_docs: Vec<String> = Vec::with_capacity(docs.len());
-        let mut file_changed = false;
-        for doc in &docs {
-            new_docs.push(doc.text.to_string());
-            if is_blank(doc.text) {
-                continue;
-            }
-            let mut value: Yaml = match serde_yaml_ng::from_str(doc.text) {
-                Ok(v) => v,
-                Err(e) => {
-                    let line = e.location().map_or(doc.line, |l| doc.line + l.line() - 1);
-                    let msg = e.to_string();
-                    let msg = msg.split(" at line ").next().unwrap_or(&msg);
-                    out.errors.push(format!("{}:{line}: {msg}", input.name));
-                    continue;
-                }
-            };
-            let changed = review_object(&mut value, &input.name, doc.line, ctx, &mut out);
-            if changed && write {
-                let text = if json_input {
-                    serde_json::to_string_pretty(&value)
-                        .map(|t| t + "\n")
-                        .map_err(|e| e.to_string())
-                } else {
-                    serde_yaml_ng::to_string(&value).map_err(|e| e.to_string())
-                };
-                match text {
-                    Ok(t) => {
-                        if let Some(last) = new_docs.last_mut() {
-                            // Keep the document's leading comments; the rest is re-emitted.
-                            *last = format!("{}{t}", leading_comments(doc.text));
+        let (docs, seps) = manifests::split_docs(&input.text);
+        let mut new_text = String::with_capacity(input.text.len() + 512);
+        for (i, doc) in docs.iter().enumerate() {
+            let mut piece = None;
+            if !manifests::is_blank(doc.text) {
+                match manifests::parse(doc.text) {
+                    Ok(parsed) => {
+                        let mut editor = Editor::new(doc.text, parsed.step);
+                        for root in &parsed.roots {
+                            review_object(root, &input.name, doc.line, ctx, &mut out, &mut editor);
                         }
-                        file_changed = true;
+                        if !editor.is_empty() {
+                            piece = Some(editor.apply());
+                        }
                     }
-                    Err(e) => out
-                        .errors
-                        .push(format!("{}:{}: cannot re-emit: {e}", input.name, doc.line)),
+                    Err(e) => out.errors.push(format!(
+                        "{}:{}: {}",
+                        input.name,
+                        doc.line + e.line.saturating_sub(1),
+                        e.message
+                    )),
                 }
+            }
+            new_text.push_str(piece.as_deref().unwrap_or(doc.text));
+            if let Some(sep) = seps.get(i) {
+                new_text.push_str(sep);
             }
         }
-        if file_changed {
-            let mut text = String::new();
-            for (i, d) in new_docs.iter().enumerate() {
-                text.push_str(d);
-                if let Some(sep) = seps.get(i) {
-                    if !text.is_empty() && !text.ends_with('\n') {
-                        text.push('\n');
-                    }
-                    text.push_str(sep);
-                }
-            }
-            out.rewritten.push((idx, text));
+        if write && new_text != input.text {
+            out.rewritten.push((idx, new_text));
         }
     }
     out
 }
 
-/// Review one object (recursing into `List`s). Returns whether `value` was changed.
+/// Review one object (recursing into `List`s); record the text edits its pod template
+/// needs in `editor`.
 fn review_object(
-    value: &mut Yaml,
+    value: &Node,
     file: &str,
     line: usize,
     ctx: &Context<'_>,
     out: &mut Outcome,
-) -> bool {
-    let kind = text_at(value, &["kind"]).to_string();
-    let name = text_at(value, &["metadata", "name"]).to_string();
+    editor: &mut Editor<'_>,
+) {
+    let kind = value.str_at(&["kind"]).to_string();
+    let name = value.str_at(&["metadata", "name"]).to_string();
     if kind == "List" || (kind.ends_with("List") && value.get("items").is_some()) {
-        let mut changed = false;
-        if let Some(Yaml::Sequence(items)) = value.get_mut("items") {
-            for item in items.iter_mut() {
-                changed |= review_object(item, file, line, ctx, out);
-            }
+        for item in value.get("items").map(Node::items).unwrap_or_default() {
+            review_object(item, file, line, ctx, out, editor);
         }
-        return changed;
+        return;
     }
     let Some((path, wl_kind)) = template_path(&kind) else {
         let what = if kind.is_empty() {
@@ -258,30 +176,27 @@ fn review_object(
         };
         out.notes
             .push(format!("{file}:{line}: skipped {what}: no pod template"));
-        return false;
+        return;
     };
-    let namespace = match text_at(value, &["metadata", "namespace"]) {
+    let namespace = match value.str_at(&["metadata", "namespace"]) {
         "" => ctx.namespace.to_string(),
         ns => ns.to_string(),
     };
     // A template that is not a map (null, a string) cannot hold annotations: no template.
-    let Some(template) = get(value, path).filter(|t| t.is_mapping()) else {
+    let Some(template) = value.at(path).filter(|t| t.is_map()) else {
         out.notes.push(format!(
             "{file}:{line}: skipped {kind} {name}: no pod template"
         ));
-        return false;
+        return;
     };
-    let pod_json = serde_json::json!({
-        "metadata": serde_json::to_value(template.get("metadata")).unwrap_or_default(),
-        "spec": serde_json::to_value(template.get("spec")).unwrap_or_default(),
-    });
-    let mut pod: Pod = match serde_json::from_value(pod_json) {
+    // Only what the pipeline reads is decoded (YAML 1.1 view): nothing else can fail.
+    let mut pod: Pod = match serde_json::from_value(manifests::pod_json(template)) {
         Ok(p) => p,
         Err(e) => {
             out.errors.push(format!(
                 "{file}:{line}: {kind} {name}: pod template does not decode: {e}"
             ));
-            return false;
+            return;
         }
     };
     pod.metadata.namespace = Some(namespace.clone());
@@ -317,9 +232,13 @@ fn review_object(
     };
     let sized = match verdict {
         Verdict::Skip { reason } => {
+            // Named as admission would name it, for the listing only.
+            if let Ok(w) = workload::identify(&pod, Some(&namespace)) {
+                item.workload = w.name;
+            }
             item.skipped = Some(reason);
             out.items.push(item);
-            return false;
+            return;
         }
         Verdict::NotSized {
             workload,
@@ -338,7 +257,7 @@ fn review_object(
             item.warnings
                 .push(format!("sidecar-sizer: not sized: {error}"));
             out.items.push(item);
-            return false;
+            return;
         }
         Verdict::Sized(s) => s,
     };
@@ -376,78 +295,84 @@ fn review_object(
         }
     }
     item.changed = changed;
-    out.items.push(item);
-    if !changed {
-        return false;
+    if changed {
+        if let Err(e) = edit_template(editor, template, &pod, &planned, &patched, proxy.as_deref())
+        {
+            out.errors
+                .push(format!("{file}:{line}: {kind} {name}: cannot write: {e}"));
+        }
     }
-    apply_to_template(value, path, &patched, proxy.as_deref());
-    true
+    out.items.push(item);
 }
 
-/// Copy what the patch set (our annotations, the istio-proxy's resources) into the
-/// manifest's pod template, keeping everything else as it is.
-fn apply_to_template(
-    value: &mut Yaml,
-    path: &[&str],
+/// The text edits that give the manifest's pod template what the patch gives the pod: our
+/// annotations (the decision recorded without its reasons, so refreshed wording never
+/// changes a file) and, when the template has an istio-proxy container, its resources.
+fn edit_template(
+    editor: &mut Editor<'_>,
+    template: &Node,
+    pod: &Pod,
+    planned: &patch::Planned,
     patched: &patch::Patched,
     proxy: Option<&str>,
-) {
-    let Some(template) = get_mut(value, path) else {
-        return;
-    };
-    let Some(t) = template.as_mapping_mut() else {
-        return;
-    };
-    let meta = t
-        .entry(Yaml::from("metadata"))
-        .or_insert_with(|| Yaml::Mapping(Default::default()));
-    if !meta.is_mapping() {
-        *meta = Yaml::Mapping(Default::default());
-    }
-    if let Some(m) = meta.as_mapping_mut() {
-        let ann = m
-            .entry(Yaml::from("annotations"))
-            .or_insert_with(|| Yaml::Mapping(Default::default()));
-        if !ann.is_mapping() {
-            *ann = Yaml::Mapping(Default::default());
-        }
-        if let Some(a) = ann.as_mapping_mut() {
-            let src = &patched.annotations;
-            for key in [
-                ANN_CPU,
-                ANN_CPU_LIMIT,
-                ANN_MEMORY,
-                ANN_MEMORY_LIMIT,
-                ANN_DECISION,
-            ] {
-                if let Some(v) = src.get(key) {
-                    a.insert(Yaml::from(key), Yaml::from(v.as_str()));
-                }
-            }
-        }
-    }
-    // "/spec/containers/1" → spec.containers[1].resources
-    let Some(proxy) = proxy else { return };
-    let parts: Vec<&str> = proxy.trim_start_matches('/').split('/').collect();
-    let (Some(list), Some(idx)) = (
-        parts.get(1),
-        parts.get(2).and_then(|i| i.parse::<usize>().ok()),
-    ) else {
-        return;
-    };
-    let resources = patched
-        .proxy
+) -> Result<(), String> {
+    let mut annotations: Vec<(String, Want)> =
+        [ANN_CPU, ANN_CPU_LIMIT, ANN_MEMORY, ANN_MEMORY_LIMIT]
+            .iter()
+            .filter_map(|k| {
+                Some((
+                    k.to_string(),
+                    Want::Str(patched.annotations.get(*k)?.clone()),
+                ))
+            })
+            .collect();
+    let previous = pod
+        .metadata
+        .annotations
         .as_ref()
-        .and_then(|(_, c)| c.resources.as_ref())
-        .and_then(|r| serde_yaml_ng::to_value(r).ok());
-    let container = t
-        .get_mut("spec")
-        .and_then(|s| s.get_mut(*list))
-        .and_then(|l| l.get_mut(idx))
-        .and_then(Yaml::as_mapping_mut);
-    if let (Some(c), Some(r)) = (container, resources) {
-        c.insert(Yaml::from("resources"), r);
+        .and_then(|a| a.get(ANN_DECISION))
+        .and_then(|v| serde_json::from_str::<DecisionRecord>(v).ok());
+    if !previous.is_some_and(|p| p.same_decision(&planned.record)) {
+        let record = DecisionRecord {
+            reasons: Vec::new(),
+            ..planned.record.clone()
+        };
+        let text = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+        annotations.push((ANN_DECISION.to_string(), Want::Str(text)));
     }
+    let wants = vec![(
+        "metadata".to_string(),
+        Want::Map(vec![("annotations".to_string(), Want::Map(annotations))]),
+    )];
+    editor.edit_map(template, &wants)?;
+    // "/spec/containers/1" → the template's spec.containers[1]
+    let Some(proxy) = proxy else { return Ok(()) };
+    let mut parts = proxy.trim_start_matches("/spec/").split('/');
+    let (Some(list), Some(idx)) = (
+        parts.next(),
+        parts.next().and_then(|i| i.parse::<usize>().ok()),
+    ) else {
+        return Ok(());
+    };
+    let container = template
+        .get("spec")
+        .and_then(|s| s.get(list))
+        .and_then(|l| l.items().get(idx))
+        .ok_or_else(|| format!("no container at {proxy}"))?;
+    let section = |r: crate::engine::sizing::Resources| {
+        Want::Map(vec![
+            ("cpu".to_string(), Want::Qty(r.cpu.to_string())),
+            ("memory".to_string(), Want::Qty(r.memory.to_string())),
+        ])
+    };
+    let wants = vec![(
+        "resources".to_string(),
+        Want::Map(vec![
+            ("requests".to_string(), section(planned.requests)),
+            ("limits".to_string(), section(planned.limits)),
+        ]),
+    )];
+    editor.edit_map(container, &wants)
 }
 
 /// Files to read: files as given, directories walked for *.yaml, *.yml, *.json.
@@ -544,162 +469,6 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.sidecar-sizer.tmp"));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
-}
-
-// ---- output formats ----------------------------------------------------------------------
-
-fn arrow(cur: &str, new: Option<&str>) -> String {
-    match new {
-        Some(n) if n != cur => format!("{cur}→{n}"),
-        _ => cur.to_string(),
-    }
-}
-
-fn cells(i: &Item) -> [String; 4] {
-    let p = i.proposed.as_ref();
-    [
-        arrow(&i.current.cpu, p.map(|p| p.cpu.as_str())),
-        arrow(&i.current.cpu_limit, p.map(|p| p.cpu_limit.as_str())),
-        arrow(&i.current.memory, p.map(|p| p.memory.as_str())),
-        arrow(&i.current.memory_limit, p.map(|p| p.memory_limit.as_str())),
-    ]
-}
-
-fn workload_label(i: &Item) -> String {
-    format!("{}/{} {}", i.namespace, i.workload, i.kind)
-}
-
-pub fn format_table(o: &Outcome, color: bool) -> String {
-    let (yellow, dim, reset) = if color {
-        ("\x1b[33m", "\x1b[2m", "\x1b[0m")
-    } else {
-        ("", "", "")
-    };
-    let header = [
-        "WORKLOAD",
-        "SOURCE",
-        "CPU",
-        "CPU LIMIT",
-        "MEMORY",
-        "MEMORY LIMIT",
-        "CHANGE",
-        "WARNINGS",
-    ];
-    let mut rows: Vec<[String; 8]> = vec![header.map(String::from)];
-    for i in &o.items {
-        let [c, cl, m, ml] = cells(i);
-        rows.push([
-            workload_label(i),
-            i.source.clone(),
-            c,
-            cl,
-            m,
-            ml,
-            if i.changed { "yes".into() } else { "no".into() },
-            i.warnings.len().to_string(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..8)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for (n, r) in rows.iter().enumerate() {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell}{}", " ".repeat(w - cell.chars().count())))
-            .collect();
-        let line = line.join("  ");
-        let paint = n > 0 && o.items.get(n - 1).is_some_and(|i| i.changed);
-        let _ = if paint {
-            writeln!(out, "{yellow}{}{reset}", line.trim_end())
-        } else {
-            writeln!(out, "{}", line.trim_end())
-        };
-    }
-    for i in &o.items {
-        for w in i.warnings.iter().chain(&i.notes) {
-            let _ = writeln!(
-                out,
-                "{dim}{}:{}: {}: {w}{reset}",
-                i.file,
-                i.line,
-                workload_label(i)
-            );
-        }
-    }
-    for n in &o.notes {
-        let _ = writeln!(out, "{dim}{n}{reset}");
-    }
-    out
-}
-
-pub fn format_markdown(o: &Outcome) -> String {
-    let changed = o.items.iter().filter(|i| i.changed).count();
-    let mut out = String::new();
-    let _ = writeln!(out, "### sidecar-sizer review\n");
-    let _ = writeln!(
-        out,
-        "{} workload(s) reviewed, {changed} with proposed changes to istio-proxy sizing.\n",
-        o.items.len()
-    );
-    let _ = writeln!(
-        out,
-        "| Workload | Requests (cpu / memory) | Limits (cpu / memory) | Source | Warnings |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|");
-    for i in &o.items {
-        let [c, cl, m, ml] = cells(i);
-        let warnings = if i.warnings.is_empty() {
-            "—".to_string()
-        } else {
-            i.warnings
-                .iter()
-                .map(|w| w.trim_start_matches("sidecar-sizer: ").replace('|', "\\|"))
-                .collect::<Vec<_>>()
-                .join("<br>")
-        };
-        let mark = if i.changed { " ✎" } else { "" };
-        let _ = writeln!(
-            out,
-            "| `{}/{}` {}{mark} | {c} / {m} | {cl} / {ml} | {} | {warnings} |",
-            i.namespace, i.workload, i.kind, i.source
-        );
-    }
-    if !o.notes.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n<details><summary>{} object(s) passed over</summary>\n",
-            o.notes.len()
-        );
-        for n in &o.notes {
-            let _ = writeln!(out, "- {n}");
-        }
-        let _ = writeln!(out, "\n</details>");
-    }
-    out
-}
-
-pub fn format_json(o: &Outcome) -> String {
-    serde_json::to_string_pretty(&o.items).unwrap_or_else(|_| "[]".into()) + "\n"
-}
-
-pub fn format_diff(inputs: &[Input], o: &Outcome) -> String {
-    let mut out = String::new();
-    for (idx, new) in &o.rewritten {
-        let Some(input) = inputs.get(*idx) else {
-            continue;
-        };
-        let diff = similar::TextDiff::from_lines(input.text.as_str(), new.as_str());
-        let _ = write!(
-            out,
-            "{}",
-            diff.unified_diff()
-                .context_radius(3)
-                .header(&format!("a/{}", input.name), &format!("b/{}", input.name))
-        );
-    }
-    out
 }
 
 /// Load specs and usage the way `serve` does, for a one-shot review. Messages go to `notes`.
@@ -832,35 +601,23 @@ pub async fn run(args: &crate::cli::ReviewArgs, color: bool) -> u8 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn splits_documents_with_lines() {
-        let text = "a: 1\n---\nb: 2\n--- # comment\n\nc: 3\n";
-        let (docs, seps) = split_docs(text);
-        assert_eq!(docs.len(), 3);
-        assert_eq!((docs[0].text, docs[0].line), ("a: 1\n", 1));
-        assert_eq!((docs[1].text, docs[1].line), ("b: 2\n", 3));
-        assert_eq!((docs[2].text, docs[2].line), ("\nc: 3\n", 5));
-        assert_eq!(seps, vec!["---\n", "--- # comment\n"]);
-        assert!(is_blank("# only\n\n...\n"));
-    }
-
-    /// Found by `make fuzz`: a `template:` holding only a comment (null) was reported as
-    /// changed, but nothing could be written into it, so --write never converged.
-    #[test]
-    fn null_template_is_no_template() {
-        let (settings, specs, usage) = (
+    fn ctx_parts() -> (Settings, SpecStore, UsageSnapshot) {
+        (
             Settings::default(),
             SpecStore::default(),
             UsageSnapshot::default(),
-        );
+        )
+    }
+
+    fn run_on(text: &str) -> Outcome {
+        let (settings, specs, usage) = ctx_parts();
         let ctx = Context {
             settings: &settings,
             specs: &specs,
             usage: &usage,
             namespace: "default",
         };
-        let text = "kind: Deployment\nmetadata:\n  name: cart\nspec:\n  template:\n    # nothing\n";
-        let out = review(
+        review(
             &[Input {
                 name: "x.yaml".into(),
                 path: None,
@@ -868,9 +625,63 @@ mod tests {
             }],
             &ctx,
             true,
-        );
+        )
+    }
+
+    /// Found by `make fuzz`: a `template:` holding only a comment (null) was reported as
+    /// changed, but nothing could be written into it, so --write never converged.
+    #[test]
+    fn null_template_is_no_template() {
+        let text = "kind: Deployment\nmetadata:\n  name: cart\nspec:\n  template:\n    # nothing\n";
+        let out = run_on(text);
         assert!(out.items.is_empty());
         assert!(out.rewritten.is_empty());
         assert!(out.notes[0].contains("no pod template"), "{:?}", out.notes);
+    }
+
+    #[test]
+    fn yaml11_fields_never_fail_a_document() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: cart}\nspec:\n  template:\n    spec:\n      volumes:\n        - name: c\n          configMap: {name: c, defaultMode: 0644}\n      containers:\n        - name: app\n          env:\n            - {name: A, value: \"on\"}\n";
+        let out = run_on(text);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert_eq!(out.items.len(), 1);
+        assert!(out.items[0].changed);
+        let written = &out.rewritten[0].1;
+        assert!(
+            written.starts_with(&text[..text.len() - 1]) || written.contains("defaultMode: 0644"),
+            "{written}"
+        );
+        // Written again: nothing to change, the decision has no reasons.
+        let again = run_on(written);
+        assert!(again.rewritten.is_empty(), "{:?}", again.rewritten);
+        assert!(again.items.iter().all(|i| !i.changed));
+        assert!(!written.contains("reasons"), "{written}");
+    }
+
+    /// Issue 11 §5: a decision recorded with other reasons (older wording, a history
+    /// refresh) is the same decision: nothing to write, nothing to fail on.
+    #[test]
+    fn reasons_never_make_a_change() {
+        let text = "kind: Pod\nmetadata:\n  name: a\n  annotations:\n    sidecar.istio.io/proxyCPU: \"100m\"\n    sidecar.istio.io/proxyCPULimit: \"2\"\n    sidecar.istio.io/proxyMemory: \"128Mi\"\n    sidecar.istio.io/proxyMemoryLimit: \"1Gi\"\n    sidecar-sizer.io/decision: '{\"source\":\"default\",\"cpu\":\"100m\",\"cpuLimit\":\"2\",\"memory\":\"128Mi\",\"memoryLimit\":\"1Gi\",\"reasons\":[\"older wording\"]}'\nspec:\n  containers: [{name: app}]\n";
+        let out = run_on(text);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert_eq!(out.items.len(), 1);
+        assert!(!out.items[0].changed, "{:?}", out.items[0]);
+        assert!(out.rewritten.is_empty());
+    }
+
+    #[test]
+    fn skips_are_listed_and_never_written() {
+        for text in [
+            "kind: Deployment\nmetadata: {name: a}\nspec:\n  template:\n    spec:\n      hostNetwork: yes\n      containers: [{name: app}]\n",
+            "kind: Deployment\nmetadata: {name: a}\nspec:\n  template:\n    metadata:\n      labels: {sidecar.istio.io/inject: \"off\"}\n    spec:\n      containers: [{name: app}]\n",
+            "kind: Pod\nmetadata:\n  name: a\n  annotations: {sidecar-sizer.io/skip: \"True\"}\nspec:\n  containers: [{name: app}]\n",
+        ] {
+            let out = run_on(text);
+            assert!(out.rewritten.is_empty(), "{text}");
+            assert_eq!(out.items.len(), 1);
+            assert!(out.items[0].skipped.is_some(), "{text}");
+            assert_eq!(out.items[0].workload, "a");
+        }
     }
 }
