@@ -121,10 +121,16 @@ fn image_tag_is_the_crate_version_in_one_place() {
     let images = k["images"].as_sequence().expect("images:");
     assert_eq!(images.len(), 1);
     assert_eq!(images[0]["name"], "sidecar-sizer");
-    assert_eq!(images[0]["newTag"].as_str(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        images[0]["newTag"].as_str(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     let deploy = load("manifests/base/deployment.yaml");
     let image = deploy["spec"]["template"]["spec"]["containers"][0]["image"]
         .as_str()
         .unwrap();
-    assert_eq!(image, "sidecar-sizer", "no tag in the Deployment: kustomize sets it");
+    assert_eq!(
+        image, "sidecar-sizer",
+        "no tag in the Deployment: kustomize sets it"
+    );
 }

@@ -1238,14 +1238,10 @@ impl Fitter<'_> {
         let built = self.build(w);
         for (i, r) in RESOURCES.iter().enumerate() {
             if let Some(pr) = pod_req.get(*r) {
-                let sum: u128 = all_containers(&built)
-                    .map(|c| {
-                        parse_list(c.resources.as_ref().and_then(|x| x.requests.as_ref()))
-                            .get(*r)
-                            .copied()
-                            .unwrap_or(0)
-                    })
-                    .sum();
+                // Pod requests must cover the *aggregate* container requests (init phases
+                // as a maximum, sidecars added), not a plain sum: `validatePodResourceConsistency`
+                // compares with `AggregateContainerRequests` (pkg/apis/core/validation).
+                let sum: u128 = pod_total(&built, false).get(*r).copied().unwrap_or(0);
                 if sum > *pr {
                     return Err(no_fit(
                         "pod-level resources".into(),

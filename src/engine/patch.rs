@@ -14,7 +14,9 @@ pub const ANN_CPU_LIMIT: &str = "sidecar.istio.io/proxyCPULimit";
 pub const ANN_MEMORY: &str = "sidecar.istio.io/proxyMemory";
 pub const ANN_MEMORY_LIMIT: &str = "sidecar.istio.io/proxyMemoryLimit";
 pub const ANN_DECISION: &str = "sidecar-sizer.io/decision";
+use crate::engine::istio::ANN_STATUS;
 pub use crate::engine::istio::LABEL_INJECT;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
 /// The four Istio annotations, in the order they are written.
 const ISTIO_KEYS: [&str; 4] = [ANN_CPU, ANN_CPU_LIMIT, ANN_MEMORY, ANN_MEMORY_LIMIT];
@@ -155,6 +157,40 @@ pub fn plan(pod: &Pod, decision: &Decision, opts: PatchOptions) -> Result<Planne
             .is_some_and(|p| !p.explicit.iter().any(|e| e == short(key)) && p.value(key) == v);
         if !ours {
             explicit.insert(key, v);
+        }
+    }
+
+    // An `istio-proxy` container the owner wrote into the pod to customise injection
+    // (Istio's documented way: `image: auto` or no image; when Istio injects, the container's
+    // own fields win over the template — `reinsertOverrides` in istio/istio
+    // pkg/kube/inject/inject.go) carries the owner's size: its cpu/memory values count as
+    // explicit, like the annotations. Not once Istio injected (`sidecar.istio.io/status`),
+    // not a full proxy image (a pod injected by other means), not after we sized the pod.
+    if !opts.override_explicit && previous.is_none() && existing(ANN_STATUS).is_none() {
+        if let Some((_, c)) = find_proxy(pod)? {
+            let customisation = c
+                .image
+                .as_deref()
+                .is_none_or(|i| i.is_empty() || i == "auto");
+            let r = c.resources.as_ref();
+            fn q<'p>(m: Option<&'p BTreeMap<String, K8sQuantity>>, k: &str) -> Option<&'p str> {
+                m.and_then(|m| m.get(k)).map(|q| q.0.as_str())
+            }
+            if customisation {
+                for (key, value) in [
+                    (ANN_CPU, q(r.and_then(|r| r.requests.as_ref()), "cpu")),
+                    (ANN_CPU_LIMIT, q(r.and_then(|r| r.limits.as_ref()), "cpu")),
+                    (ANN_MEMORY, q(r.and_then(|r| r.requests.as_ref()), "memory")),
+                    (
+                        ANN_MEMORY_LIMIT,
+                        q(r.and_then(|r| r.limits.as_ref()), "memory"),
+                    ),
+                ] {
+                    if let Some(v) = value {
+                        explicit.entry(key).or_insert(v);
+                    }
+                }
+            }
         }
     }
 
@@ -539,7 +575,8 @@ mod tests {
     fn existing_proxy_container_resources_set_keeping_other_keys() {
         let p = pod(json!({"metadata": {}, "spec": {"containers": [
             {"name": "app"},
-            {"name": "istio-proxy", "resources": {"requests": {"cpu": "100m", "ephemeral-storage": "1Gi"}}}
+            {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.0",
+             "resources": {"requests": {"cpu": "100m", "ephemeral-storage": "1Gi"}}}
         ]}}));
         let planned = plan(&p, &decision(285, 1000, 96, 96), PatchOptions::default()).unwrap();
         let out = apply(&p, &planned.ops);
@@ -611,6 +648,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ann(&apply(&p, &o.ops), ANN_CPU), Some("285m"));
+    }
+
+    #[test]
+    fn owners_proxy_container_customisation_is_explicit() {
+        // Istio's documented customisation: an istio-proxy container in the pod spec.
+        let p = pod(json!({"metadata": {}, "spec": {"containers": [
+            {"name": "app"},
+            {"name": "istio-proxy", "image": "auto", "resources": {
+                "requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "2Gi"}}}
+        ]}}));
+        let planned = plan(&p, &decision(285, 1000, 96, 96), PatchOptions::default()).unwrap();
+        assert_eq!(planned.explicit.len(), 4, "{:?}", planned.explicit);
+        let out = apply(&p, &planned.ops);
+        assert_eq!(ann(&out, ANN_CPU), Some("1"));
+        assert_eq!(ann(&out, ANN_MEMORY_LIMIT), Some("2Gi"));
+        let r = out.spec.unwrap().containers[1].resources.clone().unwrap();
+        assert_eq!(r.requests.unwrap()["memory"].0, "1Gi");
+        // Only the values it sets: the others are ours.
+        let p = pod(json!({"metadata": {}, "spec": {"containers": [
+            {"name": "istio-proxy", "resources": {"requests": {"cpu": "700m"}}}
+        ]}}));
+        let planned = plan(&p, &decision(285, 1000, 96, 96), PatchOptions::default()).unwrap();
+        assert_eq!(planned.explicit, vec!["proxyCPU".to_string()]);
+        assert_eq!(planned.requests.memory, Memory(96 * MI));
+        // A proxy Istio injected (status annotation) is ours to size.
+        let p = pod(
+            json!({"metadata": {"annotations": {"sidecar.istio.io/status": "{}"}},
+            "spec": {"containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.0",
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}}),
+        );
+        let planned = plan(&p, &decision(285, 1000, 96, 96), PatchOptions::default()).unwrap();
+        assert!(planned.explicit.is_empty());
+        assert_eq!(planned.requests.cpu, Cpu(285));
+        // --override-explicit replaces the owner's values too.
+        let p = pod(json!({"metadata": {}, "spec": {"containers": [
+            {"name": "istio-proxy", "resources": {"requests": {"cpu": "700m"}}}
+        ]}}));
+        let o = plan(
+            &p,
+            &decision(285, 1000, 96, 96),
+            PatchOptions {
+                override_explicit: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(o.requests.cpu, Cpu(285));
     }
 
     #[test]

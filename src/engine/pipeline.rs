@@ -194,6 +194,24 @@ pub fn run(pod: &Pod, ctx: &PodContext<'_>, settings: &Settings, snaps: &Snapsho
         },
         &settings.policy,
     );
+    // Never replace the owner's injection labels: an `istio.io/rev` or
+    // `sidecar.istio.io/inject` already on the pod chooses the control plane (or opts out,
+    // which the skip rule handled); a spec's `enabled`/`revision` only adds what is missing.
+    if let Some((key, value)) = &decision.inject {
+        let labels = pod.metadata.labels.as_ref();
+        let has = |k: &str| labels.and_then(|l| l.get(k));
+        let owner = has(istio::LABEL_REV)
+            .map(|v| (istio::LABEL_REV, v))
+            .or_else(|| has(istio::LABEL_INJECT).map(|v| (istio::LABEL_INJECT, v)));
+        if let Some((k, v)) = owner {
+            if !(k == *key && v == value) {
+                warnings.push(format!(
+                    "sidecar-sizer: kept the pod's label {k}={v:?} (the spec asks {key}={value:?})"
+                ));
+            }
+            decision.inject = None;
+        }
+    }
     let not_sized =
         |workload: Workload, error: NotSized, decision: Decision, warnings| Verdict::NotSized {
             workload: Some(workload),
@@ -214,19 +232,15 @@ pub fn run(pod: &Pod, ctx: &PodContext<'_>, settings: &Settings, snaps: &Snapsho
         let c = ns_constraints.unwrap_or(&no_constraints);
         let (without_req, without_lim) = current_size(pod, &settings.policy);
         let spec_of_pod = pod.spec.clone().unwrap_or_default();
-        match constraints::fit(
-            constraints::Size {
-                requests: planned.requests,
-                limits: planned.limits,
-            },
-            constraints::Size {
-                requests: without_req,
-                limits: without_lim,
-            },
-            &spec_of_pod,
-            c,
-            true,
-        ) {
+        let without_us = constraints::Size {
+            requests: without_req,
+            limits: without_lim,
+        };
+        let proposed = constraints::Size {
+            requests: planned.requests,
+            limits: planned.limits,
+        };
+        match fit_placements(proposed, without_us, &spec_of_pod, c, pod) {
             constraints::Fit::Fits { size, notes } => {
                 if size.requests != planned.requests || size.limits != planned.limits {
                     decision.requests = size.requests;
@@ -268,6 +282,71 @@ pub fn run(pod: &Pod, ctx: &PodContext<'_>, settings: &Settings, snaps: &Snapsho
         warnings,
         dry_run,
     }))
+}
+
+/// Where Istio will put a proxy it has not injected yet: the pod's
+/// `sidecar.istio.io/nativeSidecar` annotation decides; without it, the mesh-wide
+/// `ENABLE_NATIVE_SIDECARS` (on by default in recent Istio where Kubernetes has native
+/// sidecars) is not visible to us, so the size must fit either way: fit as a regular
+/// container, then fit that result again as a native sidecar (init phases then run beside
+/// the proxy: the more demanding case).
+fn fit_placements(
+    proposed: constraints::Size,
+    without_us: constraints::Size,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    c: &constraints::NamespaceConstraints,
+    pod: &Pod,
+) -> constraints::Fit {
+    use constraints::{fit_with, Fit, ProxyPlacement};
+    let native = annotation(pod, "sidecar.istio.io/nativeSidecar").and_then(istio::parse_bool);
+    match native {
+        Some(true) => fit_with(
+            proposed,
+            without_us,
+            spec,
+            c,
+            true,
+            ProxyPlacement::NativeSidecar,
+        ),
+        Some(false) => fit_with(
+            proposed,
+            without_us,
+            spec,
+            c,
+            true,
+            ProxyPlacement::Container,
+        ),
+        None => match fit_with(
+            proposed,
+            without_us,
+            spec,
+            c,
+            true,
+            ProxyPlacement::Container,
+        ) {
+            Fit::Fits { size, mut notes } => {
+                match fit_with(
+                    size,
+                    without_us,
+                    spec,
+                    c,
+                    true,
+                    ProxyPlacement::NativeSidecar,
+                ) {
+                    Fit::Fits { size, notes: more } => {
+                        for n in more {
+                            if !notes.contains(&n) {
+                                notes.push(n);
+                            }
+                        }
+                        Fit::Fits { size, notes }
+                    }
+                    no => no,
+                }
+            }
+            no => no,
+        },
+    }
 }
 
 pub fn finding_warnings(findings: &[Finding], planned: &Planned) -> Vec<String> {

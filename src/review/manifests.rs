@@ -455,7 +455,8 @@ pub fn yaml11_bool(v: &str) -> Option<bool> {
 
 /// The parts of a pod (template) the pipeline reads, as JSON for k8s-openapi's `Pod`:
 /// metadata (name, generateName, namespace, labels, annotations), containers and
-/// initContainers (name, restartPolicy, resources), `hostNetwork` and pod-level resources.
+/// initContainers (name, image, restartPolicy, resources), `hostNetwork` and pod-level
+/// resources.
 pub fn pod_json(template: &Node) -> serde_json::Value {
     use serde_json::{json, Map, Value};
     let mut meta = Map::new();
@@ -487,8 +488,12 @@ pub fn pod_json(template: &Node) -> serde_json::Value {
             .map(|c| {
                 let mut out = Map::new();
                 out.insert("name".into(), c.str_at(&["name"]).into());
-                if let Some(p) = c.get("restartPolicy").and_then(Node::as_text) {
-                    out.insert("restartPolicy".into(), p.into());
+                // The image tells an owner's istio-proxy customisation (`auto` or none) from
+                // an injected proxy (engine::patch).
+                for key in ["restartPolicy", "image"] {
+                    if let Some(p) = c.get(key).and_then(Node::as_text) {
+                        out.insert(key.into(), p.into());
+                    }
                 }
                 if let Some(r) = c.get("resources").filter(|r| r.is_map()) {
                     out.insert("resources".into(), resources(r));

@@ -290,8 +290,10 @@ fn review_object(
         if touches(&path) {
             changed = true;
         } else if path.starts_with("/metadata/labels") {
-            item.notes
-                .push("spec enables injection: set label sidecar.istio.io/inject=\"true\"".into());
+            if let Some((k, v)) = &decision.inject {
+                item.notes
+                    .push(format!("spec enables injection: set label {k}=\"{v}\""));
+            }
         }
     }
     item.changed = changed;

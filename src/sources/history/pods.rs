@@ -72,8 +72,24 @@ fn synthetic_meta(pod: &str, facts: Option<&PodFacts>) -> ObjectMeta {
         block_owner_deletion: None,
     };
     if let Some(f) = facts {
-        if !f.labels.is_empty() {
-            meta.labels = Some(f.labels.clone());
+        let mut labels = f.labels.clone();
+        // kube-state-metrics v2 exports no pod labels unless `--metric-labels-allowlist`
+        // names them: a ReplicaSet owner without its hash label would name the ReplicaSet,
+        // not the Deployment. The hash is the owner name's generated last segment.
+        if let Some((kind, name)) = &f.owner {
+            let hashed = labels.contains_key("pod-template-hash")
+                || labels.contains_key("rollouts-pod-template-hash");
+            if kind == "ReplicaSet" && !hashed {
+                if let Some((_, hash)) = name
+                    .rsplit_once('-')
+                    .filter(|(b, h)| !b.is_empty() && (6..=10).contains(&h.len()) && is_safe(h))
+                {
+                    labels.insert("pod-template-hash".to_string(), hash.to_string());
+                }
+            }
+        }
+        if !labels.is_empty() {
+            meta.labels = Some(labels);
         }
         if let Some((kind, name)) = &f.owner {
             meta.owner_references = Some(vec![owner(kind, name)]);
@@ -297,6 +313,20 @@ mod tests {
             workload_of("ns", "checkout-6c9f7d8b4-x2x7k", Some(&facts)),
             "checkout"
         );
+        // A default kube-state-metrics (no label allowlist): owner only, no labels.
+        let facts = PodFacts {
+            owner: Some(("ReplicaSet".into(), "cart-7d9f8c6b5".into())),
+            labels: BTreeMap::new(),
+        };
+        assert_eq!(
+            workload_of("ns", "cart-7d9f8c6b5-x2x7k", Some(&facts)),
+            "cart"
+        );
+        let facts = PodFacts {
+            owner: Some(("StatefulSet".into(), "db".into())),
+            labels: BTreeMap::new(),
+        };
+        assert_eq!(workload_of("ns", "db-0", Some(&facts)), "db");
     }
 
     fn s(cpu: f64, samples: u64, mem: f64, first: f64, last: f64) -> PodSeries {
