@@ -711,7 +711,8 @@ mod tests {
             sc("istio-system", "gw", &[("app", "gw")], &["*/*"]),
             sc("c", "other-labels", &[("app", "nope")], &["./*"]),
         ];
-        let cases: &[(&str, &[(&str, &str)], Option<&str>)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
             // selector in the namespace wins over the namespace default
             ("a", &[("app", "web")], Some("a/for-web")),
             ("a", &[("app", "api")], Some("a/default")),

@@ -710,12 +710,13 @@ fn mesh_scope(
     if s.unscoped && s.visible > policy.scope_warn_services {
         let how = match s.sidecar {
             None => "no Sidecar".to_string(),
-            Some(id) => format!("Sidecar {id} with */* egress"),
+            Some(id) => format!("{id} (*/*)"),
         };
+        // Short: Kubernetes cuts warnings at 120 characters.
         out.push(Finding {
             kind: FindingKind::MeshScope,
             message: format!(
-                "MeshScope: istio-proxy sees {} through {how}: expected memory ~{expected} now, ~{} with a namespace-local Sidecar (./*, {}/*)",
+                "MeshScope: {} visible via {how}: ~{expected} now, ~{} scoped to ./* + {}/*",
                 plural(s.visible as u64, "service"),
                 mesh.model.expected(s.local),
                 mesh.root_namespace
@@ -726,7 +727,7 @@ fn mesh_scope(
         out.push(Finding {
             kind: FindingKind::MeshScope,
             message: format!(
-                "MeshScope: istio-proxy memory {memory} ({}) is below the ~{expected} the mesh model expects for {} visible (the mesh grew since it was set)",
+                "MeshScope: memory {memory} ({}) below ~{expected} expected for {} visible (the mesh grew)",
                 source.as_str(),
                 plural(s.visible as u64, "service")
             ),
@@ -953,7 +954,7 @@ mod tests {
         // 24 + 0.56 × 9 = 29.04 → 30Mi
         assert!(
             f[0].message
-                .contains("~255Mi now, ~30Mi with a namespace-local Sidecar"),
+                .contains("412 services visible via no Sidecar: ~255Mi now, ~30Mi scoped to ./* + istio-system/*"),
             "{}",
             f[0].message
         );
@@ -963,9 +964,7 @@ mod tests {
         assert!(d.findings.is_empty(), "{:?}", d.findings);
         // */* egress above the threshold warns, naming the Sidecar
         let d = run_mesh(None, None, scope(Some("a/default"), 60, true, 9));
-        assert!(d.findings[0]
-            .message
-            .contains("Sidecar a/default with */* egress"));
+        assert!(d.findings[0].message.contains("via a/default (*/*)"));
     }
 
     #[test]
@@ -976,7 +975,7 @@ mod tests {
         assert_eq!(d.requests.memory, Memory(115 * MI));
         assert!(d.findings.iter().any(|f| f.kind == FindingKind::MeshScope
             && f.message
-                .contains("memory 115Mi (history) is below the ~255Mi")));
+                .contains("memory 115Mi (history) below ~255Mi expected")));
         let s = spec("deployment:\n  istio:\n    resources: {memory: 300Mi}\n");
         let d = run_mesh(Some(&s), None, scope(Some("a/x"), 412, false, 9));
         assert_eq!(d.source.memory, Source::Spec);
