@@ -106,6 +106,9 @@ fn review(ns: &str, workload: &str, labels: Value) -> Value {
     let o = &mut r["request"]["object"]["metadata"];
     o["namespace"] = json!(ns);
     o["name"] = json!(name);
+    let mut labels = labels;
+    // As the ReplicaSet controller labels its pods (identity strips the hash).
+    labels["pod-template-hash"] = json!("5f6d7c8b9");
     o["labels"] = labels;
     o["ownerReferences"][0]["name"] = json!(rs);
     r
@@ -399,4 +402,57 @@ async fn mesh_suggest_writes_sidecars_from_real_prometheus() {
         text.contains("# team-c: 1 workload (worker); 410 → 2 services visible"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_show_lists_workloads_with_their_scope() {
+    let api = KubeApi::start(&[
+        (SVC, "Service"),
+        (SC_V1, "Sidecar"),
+        (SE_V1, "ServiceEntry"),
+        ("pods", "Pod"),
+    ])
+    .await;
+    seed(&api, Some(SE_V1));
+    api.apply(
+        SC_V1,
+        sidecar(
+            "team-a",
+            "web-only",
+            Some(json!({"app": "web"})),
+            &["big/*"],
+        ),
+    );
+    for (wl, app) in [("web", "web"), ("api", "api")] {
+        let pod = review("team-a", wl, json!({"app": app}))["request"]["object"].clone();
+        api.apply("pods", pod);
+    }
+    let kube = api.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sidecar-sizer"))
+            .args(["mesh", "show", "--format", "json", "--kube-api-url", &kube])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    // api: no Sidecar applies, 410 visible → 254Mi; web: big/* → 400 → 249Mi.
+    assert_eq!(
+        doc["workloads"],
+        json!([
+            {"namespace": "team-a", "workload": "api", "sidecar": null,
+             "visibleServices": 410, "expectedMemory": "254Mi"},
+            {"namespace": "team-a", "workload": "web", "sidecar": "team-a/web-only",
+             "visibleServices": 400, "expectedMemory": "249Mi"},
+        ])
+    );
+    assert_eq!(doc["calibration"]["calibrated"], false);
+    assert_eq!(doc["calibration"]["perServiceBytes"], 587203);
 }

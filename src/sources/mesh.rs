@@ -161,7 +161,8 @@ pub async fn probe(
     Ok(None)
 }
 
-/// Probe until the API answers (a 404 for every version is an answer).
+/// Probe until the API answers (a 404 for every version is an answer). After about 30 s of
+/// errors (API down, RBAC denied) the kind is treated as absent, so Services still scope.
 async fn probe_retrying(
     client: &Client,
     shared: &Shared,
@@ -169,7 +170,7 @@ async fn probe_retrying(
     plural: &'static str,
 ) -> Option<ApiResource> {
     let mut delay = Duration::from_millis(500);
-    loop {
+    for attempt in 1.. {
         match probe(client, kind, plural).await {
             Ok(ar) => return ar,
             Err(e) => {
@@ -178,12 +179,17 @@ async fn probe_retrying(
                     .reload_failures
                     .get_or_create(&KindLabel { kind: plural })
                     .inc();
+                if attempt >= 6 {
+                    tracing::warn!(kind = plural, error = %e, "cannot read Istio's API; taken as absent");
+                    return None;
+                }
                 tracing::warn!(kind = plural, error = %e, "cannot probe Istio's API; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }
+    None
 }
 
 /// (visible services, peak proxy memory) of every workload with confident proxy memory
