@@ -47,6 +47,90 @@ pub enum Command {
     /// The usage history store: import once, or show what the sizer knows.
     #[command(subcommand)]
     History(HistoryCommand),
+    /// Mesh scope: what each proxy sees and what a Sidecar resource would save.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MeshCommand {
+    /// Per workload (from the cluster's pods): the applying Sidecar, visible services,
+    /// expected proxy memory; and the memory model's calibration.
+    Show(MeshShowArgs),
+    /// From Istio's telemetry in Prometheus: a Sidecar per namespace listing exactly what its
+    /// workloads talked to plus <root namespace>/*, as YAML, with the memory it would save.
+    Suggest(MeshSuggestArgs),
+}
+
+/// The mesh memory model and Istio's root namespace (serve, mesh show, mesh suggest).
+#[derive(Args, Debug, Clone)]
+pub struct MeshModelArgs {
+    /// Istio's root namespace (meshConfig.rootNamespace): its selector-less Sidecar is the
+    /// mesh-wide default.
+    #[arg(
+        long,
+        default_value = "istio-system",
+        env = "SIDECAR_SIZER_ISTIO_ROOT_NAMESPACE"
+    )]
+    pub istio_root_namespace: String,
+    /// Mesh memory model: proxy memory with no service visible.
+    #[arg(long, default_value = "24Mi", value_parser = memory_arg, env = "SIDECAR_SIZER_MESH_BASE_MEMORY")]
+    pub mesh_base_memory: Memory,
+    /// Mesh memory model: proxy memory per visible service.
+    #[arg(long, default_value = "0.56Mi", value_parser = memory_arg, env = "SIDECAR_SIZER_MESH_MEMORY_PER_SERVICE")]
+    pub mesh_memory_per_service: Memory,
+    /// Fit the model from the cluster only with at least this many workloads with confident
+    /// proxy memory history (else the two defaults above).
+    #[arg(
+        long,
+        default_value_t = 10,
+        env = "SIDECAR_SIZER_MESH_CALIBRATION_WORKLOADS"
+    )]
+    pub mesh_calibration_workloads: usize,
+}
+
+impl MeshModelArgs {
+    pub fn to_config(
+        &self,
+        kube: crate::sources::kube::KubeSource,
+    ) -> crate::sources::mesh::MeshConfig {
+        crate::sources::mesh::MeshConfig {
+            kube,
+            root_namespace: self.istio_root_namespace.clone(),
+            base: self.mesh_base_memory,
+            per_service: self.mesh_memory_per_service,
+            calibration_workloads: self.mesh_calibration_workloads,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct MeshShowArgs {
+    #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+    pub format: ShowFormat,
+    /// Kubernetes API URL (default: in-cluster, else kubeconfig).
+    #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
+    /// Usage history file, for the model's calibration.
+    #[arg(long, env = "SIDECAR_SIZER_HISTORY")]
+    pub history: Option<PathBuf>,
+    /// History store (history.json), for the model's calibration.
+    #[arg(long, env = "SIDECAR_SIZER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: MeshModelArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MeshSuggestArgs {
+    /// Kubernetes API URL, to count what each namespace sees now (default: in-cluster, else
+    /// kubeconfig).
+    #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
+    #[command(flatten)]
+    pub model: MeshModelArgs,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -262,8 +346,16 @@ pub struct ServeArgs {
     /// unreachable, sizing uses the last good list (none: no constraints).
     #[arg(long, env = "SIDECAR_SIZER_CLUSTER_CONSTRAINTS")]
     pub cluster_constraints: bool,
-    /// Kubernetes API URL for --spec-configmaps and --cluster-constraints (default:
-    /// in-cluster, else kubeconfig).
+    /// Size proxy memory from the mesh configuration it carries: watch Services, Istio
+    /// ServiceEntries and Sidecars in all namespaces (needs get/list/watch on services and
+    /// networking.istio.io sidecars, serviceentries). A new workload without history or
+    /// declared memory gets base + per-service × visible services (source mesh-model).
+    #[arg(long, env = "SIDECAR_SIZER_MESH_SCOPE")]
+    pub mesh_scope: bool,
+    #[command(flatten)]
+    pub mesh: MeshModelArgs,
+    /// Kubernetes API URL for --spec-configmaps, --cluster-constraints and --mesh-scope
+    /// (default: in-cluster, else kubeconfig).
     #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
     pub kube_api_url: Option<String>,
     /// Seconds start-up waits for the first lists of --spec-configmaps and
@@ -361,6 +453,10 @@ pub struct PolicyArgs {
     /// Warn (SpecDrift) when the spec's proxy requests differ from history by more than this.
     #[arg(long, default_value_t = 0.30, env = "SIDECAR_SIZER_DRIFT_THRESHOLD")]
     pub drift_threshold: f64,
+    /// Warn (MeshScope) when a proxy sees more than this many services with no Sidecar
+    /// scope (none, or a */* egress host).
+    #[arg(long, default_value_t = 50, env = "SIDECAR_SIZER_SCOPE_WARN_SERVICES")]
+    pub scope_warn_services: usize,
     /// Istio's default CPU request (used when nothing else applies).
     #[arg(long, default_value = "100m", value_parser = cpu_arg, env = "SIDECAR_SIZER_DEFAULT_CPU")]
     pub default_cpu: Cpu,
@@ -426,6 +522,7 @@ impl PolicyArgs {
             min_history_samples: self.min_history_samples,
             imbalance_threshold: self.imbalance_threshold,
             drift_threshold: self.drift_threshold,
+            scope_warn_services: self.scope_warn_services,
             default_requests: Resources {
                 cpu: self.default_cpu,
                 memory: self.default_memory,
@@ -459,6 +556,9 @@ impl ServeArgs {
             prometheus_refresh: self.prometheus.prometheus_refresh,
             spec_configmaps: self.spec_configmaps.then(|| self.kube_source()),
             cluster_constraints: self.cluster_constraints.then(|| self.kube_source()),
+            mesh: self
+                .mesh_scope
+                .then(|| self.mesh.to_config(self.kube_source())),
             spec_sync_timeout: Duration::from_secs_f64(self.spec_sync_timeout),
             history_max_age: self.prometheus.history_max_age,
             settings: Settings {
@@ -508,6 +608,7 @@ mod tests {
         assert!(c.prometheus.is_none());
         assert!(c.spec_configmaps.is_none());
         assert!(c.cluster_constraints.is_none());
+        assert!(c.mesh.is_none());
         assert_eq!(c.history_max_age, Duration::from_secs(72 * 3600));
     }
 
@@ -567,6 +668,23 @@ mod tests {
             panic!("not serve")
         };
         assert_eq!(s.to_config().cluster_constraints, Some(KubeSource::Default));
+    }
+
+    #[test]
+    fn mesh_flags() {
+        use crate::engine::mesh::{DEFAULT_BASE, DEFAULT_PER_SERVICE};
+        let cli = Cli::try_parse_from(["sidecar-sizer", "serve", "--mesh-scope"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        let m = s.to_config().mesh.unwrap();
+        assert_eq!(m.root_namespace, "istio-system");
+        assert_eq!((m.base, m.per_service), (DEFAULT_BASE, DEFAULT_PER_SERVICE));
+        assert_eq!(m.calibration_workloads, 10);
+        assert_eq!(s.policy.to_policy().scope_warn_services, 50);
+        let err = Cli::try_parse_from(["sidecar-sizer", "serve", "--mesh-base-memory", "big"])
+            .unwrap_err();
+        assert!(err.to_string().contains("big"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 use clap::Parser;
-use sidecar_sizer::cli::{Cli, Command, HistoryCommand, LogFormat, SpecCommand};
+use sidecar_sizer::cli::{Cli, Command, HistoryCommand, LogFormat, MeshCommand, SpecCommand};
 use sidecar_sizer::sources::specs;
 use sidecar_sizer::webhook::serve as server;
-use sidecar_sizer::{certs, history_cmd, review};
+use sidecar_sizer::{certs, history_cmd, mesh_cmd, review};
 use std::process::ExitCode;
 
 fn init_logging(format: LogFormat) {
@@ -103,6 +103,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Mesh(cmd) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let out = match &cmd {
+                MeshCommand::Show(args) => runtime.block_on(mesh_cmd::show(args)),
+                MeshCommand::Suggest(args) => runtime.block_on(mesh_cmd::suggest(args)),
+            };
+            match out {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Spec(SpecCommand::Check { paths }) => {
             let (checked, errors) = specs::check_paths(&paths);
             for e in &errors {

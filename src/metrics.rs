@@ -46,6 +46,15 @@ pub struct Metrics {
     pub history_series: Gauge,
     pub history_last_refresh_timestamp_seconds: Gauge<f64, AtomicU64>,
     pub history_refresh_duration_seconds: Gauge<f64, AtomicU64>,
+    pub mesh_services: Gauge,
+    pub mesh_sidecars: Gauge,
+    pub mesh_malformed_sidecars: Gauge,
+    pub mesh_istio_crds: Gauge,
+    pub mesh_model_base_bytes: Gauge<f64, AtomicU64>,
+    pub mesh_model_per_service_bytes: Gauge<f64, AtomicU64>,
+    pub mesh_model_workloads: Gauge,
+    pub mesh_model_calibrated: Gauge,
+    pub mesh_model_r_squared: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -166,7 +175,58 @@ impl Metrics {
             "Duration of the last Prometheus refresh attempt",
             history_refresh_duration_seconds.clone(),
         );
+        let mesh_services = Gauge::default();
+        registry.register(
+            "mesh_services",
+            "Services and ServiceEntry hosts in the mesh (--mesh-scope)",
+            mesh_services.clone(),
+        );
+        let mesh_sidecars = Gauge::default();
+        registry.register(
+            "mesh_sidecars",
+            "Istio Sidecar resources (--mesh-scope)",
+            mesh_sidecars.clone(),
+        );
+        let mesh_malformed_sidecars = Gauge::default();
+        registry.register("mesh_malformed_sidecars", "Sidecars whose egress hosts cannot be read; their workloads are taken to see everything", mesh_malformed_sidecars.clone());
+        let mesh_istio_crds = Gauge::default();
+        registry.register(
+            "mesh_istio_crds",
+            "1 when Istio's Sidecar CRD is served, 0 when scope is all Services",
+            mesh_istio_crds.clone(),
+        );
+        let mesh_model_base_bytes = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "mesh_model_base_bytes",
+            "Mesh memory model: base bytes",
+            mesh_model_base_bytes.clone(),
+        );
+        let mesh_model_per_service_bytes = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "mesh_model_per_service_bytes",
+            "Mesh memory model: bytes per visible service",
+            mesh_model_per_service_bytes.clone(),
+        );
+        let mesh_model_workloads = Gauge::default();
+        registry.register("mesh_model_workloads", "Workloads with confident proxy memory history and a known scope offered to the calibration", mesh_model_workloads.clone());
+        let mesh_model_calibrated = Gauge::default();
+        registry.register("mesh_model_calibrated", "1 when the mesh memory model is fitted from the cluster, 0 when it uses the flag defaults", mesh_model_calibrated.clone());
+        let mesh_model_r_squared = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "mesh_model_r_squared",
+            "R² of the mesh memory model's fit over its inliers (0: not fitted)",
+            mesh_model_r_squared.clone(),
+        );
         Metrics {
+            mesh_services,
+            mesh_sidecars,
+            mesh_malformed_sidecars,
+            mesh_istio_crds,
+            mesh_model_base_bytes,
+            mesh_model_per_service_bytes,
+            mesh_model_workloads,
+            mesh_model_calibrated,
+            mesh_model_r_squared,
             not_sized,
             connections_refused,
             runtime_lag_seconds,

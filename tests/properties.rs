@@ -51,7 +51,7 @@ proptest! {
                            replicas in 0.1f64..40.0, oom in 0u32..3) {
         let p = Policy::default();
         let u = usage(cpu, mem, samples, hours, replicas, oom);
-        let d = decide(&Inputs { spec: spec.as_ref(), usage: Some(&u), app_container: None, app_requests_in_pod: Declared::default() }, &p);
+        let d = decide(&Inputs { spec: spec.as_ref(), usage: Some(&u), app_container: None, app_requests_in_pod: Declared::default(), mesh: None }, &p);
         prop_assert!(d.limits.cpu >= d.requests.cpu);
         prop_assert!(d.limits.memory >= d.requests.memory);
         let explicit_cpu_limit = spec.as_ref().and_then(|s| s.proxy_limits.cpu).is_some();
@@ -87,7 +87,7 @@ proptest! {
         let p = Policy::default();
         let run = |c: f64, m: u64| {
             let u = usage(c, m, 4032, 336.0, 3.0, 0);
-            decide(&Inputs { spec: None, usage: Some(&u), app_container: None, app_requests_in_pod: Declared::default() }, &p)
+            decide(&Inputs { spec: None, usage: Some(&u), app_container: None, app_requests_in_pod: Declared::default(), mesh: None }, &p)
         };
         let (a, b) = (run(cpu, mem), run(cpu + extra, mem + extra_mem));
         prop_assert!(b.requests.cpu >= a.requests.cpu);
@@ -102,7 +102,7 @@ proptest! {
                                         with_proxy in any::<bool>()) {
         let p = Policy::default();
         let u = usage(cpu, mem, 4032, 336.0, 3.0, 0);
-        let d = decide(&Inputs { spec: spec.as_ref(), usage: Some(&u), app_container: None, app_requests_in_pod: Declared::default() }, &p);
+        let d = decide(&Inputs { spec: spec.as_ref(), usage: Some(&u), app_container: None, app_requests_in_pod: Declared::default(), mesh: None }, &p);
         let mut pod = serde_json::json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "app"}]}});
         if with_proxy {
             pod["spec"]["containers"].as_array_mut().unwrap().push(serde_json::json!({"name": "istio-proxy"}));

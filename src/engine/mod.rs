@@ -3,6 +3,7 @@
 
 pub mod constraints;
 pub mod istio;
+pub mod mesh;
 pub mod patch;
 pub mod pipeline;
 pub mod quantity;

@@ -3,9 +3,10 @@
 //! `report` differ only in how they get the pod and what they do with the answer.
 
 use crate::engine::constraints::ClusterSnapshot;
+use crate::engine::mesh::MeshSnapshot;
 use crate::engine::patch::{self, Planned, ANN_CPU, ANN_CPU_LIMIT, ANN_MEMORY, ANN_MEMORY_LIMIT};
 use crate::engine::quantity::{Cpu, Memory};
-use crate::engine::sizing::{self, Decision, Finding, Inputs, Policy, Resources, PROXY};
+use crate::engine::sizing::{self, Decision, Finding, Inputs, MeshInput, Policy, Resources, PROXY};
 use crate::engine::spec::{Declared, SpecStore};
 use crate::engine::usage::UsageSnapshot;
 use crate::engine::workload::{Workload, WorkloadError};
@@ -22,6 +23,8 @@ pub struct Snapshots<'a> {
     pub specs: &'a SpecStore,
     pub usage: &'a UsageSnapshot,
     pub cluster: &'a ClusterSnapshot,
+    /// Mesh scope and memory model (`--mesh-scope`); None or not yet listed: unused.
+    pub mesh: Option<&'a MeshSnapshot>,
 }
 
 /// The static part of the context (flags).
@@ -185,12 +188,20 @@ pub fn run(pod: &Pod, ctx: &PodContext<'_>, settings: &Settings, snaps: &Snapsho
     }
     let spec = entry.and_then(|e| e.spec.as_deref());
     let (app, app_requests_in_pod) = app_container(pod);
+    let no_labels = BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let mesh = snaps.mesh.filter(|m| m.synced).map(|m| MeshInput {
+        scope: m.scope(&workload.namespace, labels),
+        model: &m.model,
+        root_namespace: &m.root_namespace,
+    });
     let mut decision = sizing::decide(
         &Inputs {
             spec,
             usage: snaps.usage.get(&workload.namespace, &workload.name),
             app_container: app,
             app_requests_in_pod,
+            mesh,
         },
         &settings.policy,
     );

@@ -3,6 +3,7 @@
 //! No IO and no clock here: the same inputs always give the same decision, so two replicas
 //! of the sizer produce byte-identical patches.
 
+use crate::engine::mesh::{MemoryModel, Scope};
 use crate::engine::quantity::{Cpu, Memory, GI, MI};
 use crate::engine::spec::{Declared, Spec};
 use crate::sources::history::{ContainerUsage, WorkloadUsage};
@@ -38,6 +39,8 @@ pub struct Policy {
     /// Warn when the spec's declared proxy requests differ from what history gives by more
     /// than this (relative to the larger).
     pub drift_threshold: f64,
+    /// MeshScope finding above this many visible services with no scope (`*/*` or none).
+    pub scope_warn_services: usize,
     /// Istio's own defaults, used when nothing else applies.
     pub default_requests: Resources,
     pub default_limits: Resources,
@@ -61,6 +64,7 @@ impl Default for Policy {
             min_history_samples: 100,
             imbalance_threshold: 0.30,
             drift_threshold: 0.30,
+            scope_warn_services: 50,
             default_requests: Resources {
                 cpu: Cpu(100),
                 memory: Memory(128 * MI),
@@ -180,6 +184,8 @@ pub enum Source {
     Spec,
     /// Istio's defaults (request and limit).
     Default,
+    /// Memory only: the mesh memory model for the services the proxy sees (`--mesh-scope`).
+    MeshModel,
 }
 
 impl Source {
@@ -189,6 +195,7 @@ impl Source {
             Source::History => "history",
             Source::Spec => "spec",
             Source::Default => "default",
+            Source::MeshModel => "mesh-model",
         }
     }
 
@@ -198,6 +205,7 @@ impl Source {
             Source::History => 1,
             Source::Spec => 2,
             Source::Default => 3,
+            Source::MeshModel => 4,
         }
     }
 }
@@ -213,25 +221,41 @@ impl Sources {
     /// One label for both: `history` when cpu and memory agree, else `<cpu>/<memory>`
     /// (`history/default`). A fixed set of strings, so it can be a metric label.
     pub fn as_str(self) -> &'static str {
-        const NAMES: [[&str; 4]; 4] = [
+        const NAMES: [[&str; 5]; 5] = [
             [
                 "spec-pinned",
                 "spec-pinned/history",
                 "spec-pinned/spec",
                 "spec-pinned/default",
+                "spec-pinned/mesh-model",
             ],
             [
                 "history/spec-pinned",
                 "history",
                 "history/spec",
                 "history/default",
+                "history/mesh-model",
             ],
-            ["spec/spec-pinned", "spec/history", "spec", "spec/default"],
+            [
+                "spec/spec-pinned",
+                "spec/history",
+                "spec",
+                "spec/default",
+                "spec/mesh-model",
+            ],
             [
                 "default/spec-pinned",
                 "default/history",
                 "default/spec",
                 "default",
+                "default/mesh-model",
+            ],
+            [
+                "mesh-model/spec-pinned",
+                "mesh-model/history",
+                "mesh-model/spec",
+                "mesh-model/default",
+                "mesh-model",
             ],
         ];
         NAMES[self.cpu.index()][self.memory.index()]
@@ -254,6 +278,7 @@ pub enum FindingKind {
     SpecError,
     ExplicitKept,
     Unsizable,
+    MeshScope,
 }
 
 impl FindingKind {
@@ -265,6 +290,7 @@ impl FindingKind {
             FindingKind::SpecError => "SpecError",
             FindingKind::ExplicitKept => "ExplicitKept",
             FindingKind::Unsizable => "Unsizable",
+            FindingKind::MeshScope => "MeshScope",
         }
     }
 }
@@ -298,6 +324,17 @@ pub struct Inputs<'a> {
     pub app_container: Option<&'a str>,
     /// The app container's requests as written in the pod, when the spec declares none.
     pub app_requests_in_pod: Declared,
+    /// The proxy's mesh scope and the memory model (`--mesh-scope`, once listed).
+    pub mesh: Option<MeshInput<'a>>,
+}
+
+/// What decide() knows of the mesh for this pod.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshInput<'a> {
+    pub scope: Scope<'a>,
+    pub model: &'a MemoryModel,
+    /// Istio's root namespace, named in the namespace-local scope.
+    pub root_namespace: &'a str,
 }
 
 /// What confident history gives, per resource; `None` where it has no evidence (a zero or
@@ -353,14 +390,19 @@ pub fn decide(inputs: &Inputs<'_>, policy: &Policy) -> Decision {
         policy.default_requests.cpu,
         &mut reasons,
     );
-    let (mem_source, memory) = choose(
-        "memory",
-        pinned,
-        declared.memory,
-        hist_mem,
-        policy.default_requests.memory,
-        &mut reasons,
-    );
+    let (mem_source, memory) = match inputs.mesh {
+        Some(mesh) if declared.memory.is_none() && hist_mem.is_none() => {
+            (Source::MeshModel, model_memory(&mesh, policy, &mut reasons))
+        }
+        _ => choose(
+            "memory",
+            pinned,
+            declared.memory,
+            hist_mem,
+            policy.default_requests.memory,
+            &mut reasons,
+        ),
+    };
     let source = Sources {
         cpu: cpu_source,
         memory: mem_source,
@@ -376,7 +418,18 @@ pub fn decide(inputs: &Inputs<'_>, policy: &Policy) -> Decision {
     if mem_source != Source::Default {
         requests.memory = bounded.memory;
     }
-    let limits = limits_for(&mut requests, source, &explicit, policy, &mut reasons);
+    let model_error = inputs.mesh.map_or(0.0, |m| m.model.error);
+    let limits = limits_for(
+        &mut requests,
+        source,
+        &explicit,
+        policy,
+        model_error,
+        &mut reasons,
+    );
+    if let Some(mesh) = &inputs.mesh {
+        findings.extend(mesh_scope(mesh, mem_source, requests.memory, policy));
+    }
 
     if let Some(f) = imbalance(inputs, &declared, policy) {
         findings.extend(f);
@@ -522,11 +575,17 @@ fn clamp(r: Resources, policy: &Policy, reasons: &mut Vec<String>) -> Resources 
 /// request it is raised to the request; Istio's default request above it is lowered to it,
 /// so the team's limit holds); else Istio's default limit for a default request; else the
 /// policy's rule (cpu: whole cores; memory: = request).
+///
+/// Memory from the mesh model (no explicit limit): limit = request × (1 + the model's
+/// relative error), rounded up to a MiB. The model predicts from configuration alone, so the
+/// limit leaves room for how far real proxies stray from it: 50 % with the default
+/// coefficients, 3 × the calibrated fit's median relative error (15 %…100 %) otherwise.
 fn limits_for(
     requests: &mut Resources,
     source: Sources,
     explicit: &Declared,
     policy: &Policy,
+    model_error: f64,
     reasons: &mut Vec<String>,
 ) -> Resources {
     let cpu = match explicit.cpu {
@@ -597,9 +656,84 @@ fn limits_for(
             ));
             policy.default_limits.memory.max(requests.memory)
         }
+        None if source.memory == Source::MeshModel => {
+            let err = if model_error.is_finite() {
+                model_error.max(0.0)
+            } else {
+                0.0
+            };
+            let l = Memory(round_up(requests.memory.0 as f64 * (1.0 + err), MI));
+            reasons.push(format!(
+                "memory limit: {} × (1 + model error {err:.2}) → {l} (room for the model's error)",
+                requests.memory
+            ));
+            l.max(requests.memory)
+        }
         None => requests.memory,
     };
     Resources { cpu, memory }
+}
+
+/// Memory from the mesh model: expected (rounded up to a MiB) × headroom.
+fn model_memory(mesh: &MeshInput<'_>, policy: &Policy, reasons: &mut Vec<String>) -> Memory {
+    let s = &mesh.scope;
+    let expected = mesh.model.expected(s.visible);
+    let mem = Memory(round_up(expected.0 as f64 * policy.memory_headroom, MI));
+    let scope = match (s.sidecar, s.unscoped) {
+        (None, _) => "no Sidecar scope".to_string(),
+        (Some(id), true) => format!("Sidecar {id}, unscoped"),
+        (Some(id), false) => format!("Sidecar {id}"),
+    };
+    reasons.push(format!(
+        "memory: {} visible ({scope}) → ~{expected} × {} → {mem}",
+        plural(s.visible as u64, "service"),
+        policy.memory_headroom
+    ));
+    reasons.push(format!(
+        "memory: mesh model {} ({})",
+        mesh.model.describe(),
+        mesh.model.calibration.note
+    ));
+    mem
+}
+
+/// MeshScope: a proxy that sees too much, or memory set below what the mesh now needs.
+fn mesh_scope(
+    mesh: &MeshInput<'_>,
+    source: Source,
+    memory: Memory,
+    policy: &Policy,
+) -> Vec<Finding> {
+    let s = &mesh.scope;
+    let mut out = Vec::new();
+    let expected = mesh.model.expected(s.visible);
+    if s.unscoped && s.visible > policy.scope_warn_services {
+        let how = match s.sidecar {
+            None => "no Sidecar".to_string(),
+            Some(id) => format!("{id} (*/*)"),
+        };
+        // Short: Kubernetes cuts warnings at 120 characters.
+        out.push(Finding {
+            kind: FindingKind::MeshScope,
+            message: format!(
+                "MeshScope: {} visible via {how}: ~{expected} now, ~{} scoped to ./* + {}/*",
+                plural(s.visible as u64, "service"),
+                mesh.model.expected(s.local),
+                mesh.root_namespace
+            ),
+        });
+    }
+    if matches!(source, Source::Spec | Source::PinnedSpec | Source::History) && memory < expected {
+        out.push(Finding {
+            kind: FindingKind::MeshScope,
+            message: format!(
+                "MeshScope: memory {memory} ({}) below ~{expected} expected for {} visible (the mesh grew)",
+                source.as_str(),
+                plural(s.visible as u64, "service")
+            ),
+        });
+    }
+    out
 }
 
 /// SpecDrift: the team's declared proxy requests vs what history gives.
@@ -764,9 +898,113 @@ mod tests {
                 usage,
                 app_container: Some("master"),
                 app_requests_in_pod: Declared::default(),
+                mesh: None,
             },
             &Policy::default(),
         )
+    }
+
+    fn run_mesh(spec: Option<&Spec>, usage: Option<&WorkloadUsage>, scope: Scope<'_>) -> Decision {
+        let model = MemoryModel::default();
+        decide(
+            &Inputs {
+                spec,
+                usage,
+                app_container: Some("master"),
+                app_requests_in_pod: Declared::default(),
+                mesh: Some(MeshInput {
+                    scope,
+                    model: &model,
+                    root_namespace: "istio-system",
+                }),
+            },
+            &Policy::default(),
+        )
+    }
+
+    fn scope(sidecar: Option<&str>, visible: usize, unscoped: bool, local: usize) -> Scope<'_> {
+        Scope {
+            sidecar,
+            visible,
+            unscoped,
+            local,
+            error: None,
+        }
+    }
+
+    /// The issue's example worked by hand: 24Mi + 0.56Mi × 412 = 254.7Mi → ~255Mi;
+    /// × 1.15 = 293.25 → 294Mi; limit 294Mi × 1.5 = 441Mi.
+    #[test]
+    fn mesh_model_sizes_memory_without_history_or_spec() {
+        let d = run_mesh(None, None, scope(None, 412, true, 9));
+        assert_eq!(d.source.memory, Source::MeshModel);
+        assert_eq!(d.source.cpu, Source::Default);
+        assert_eq!(d.source.as_str(), "default/mesh-model");
+        assert_eq!(d.requests.memory, Memory(294 * MI));
+        assert_eq!(d.limits.memory, Memory(441 * MI));
+        assert!(d.reasons.iter().any(
+            |r| r == "memory: 412 services visible (no Sidecar scope) → ~255Mi × 1.15 → 294Mi"
+        ));
+        let f: Vec<_> = d
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::MeshScope)
+            .collect();
+        assert_eq!(f.len(), 1);
+        // 24 + 0.56 × 9 = 29.04 → 30Mi
+        assert!(
+            f[0].message
+                .contains("412 services visible via no Sidecar: ~255Mi now, ~30Mi scoped to ./* + istio-system/*"),
+            "{}",
+            f[0].message
+        );
+        // scoped below the threshold: no finding; 24 + 0.56 × 12 = 30.72 → 31Mi × 1.15 → 36Mi
+        let d = run_mesh(None, None, scope(Some("a/default"), 12, false, 9));
+        assert_eq!(d.requests.memory, Memory(36 * MI));
+        assert!(d.findings.is_empty(), "{:?}", d.findings);
+        // */* egress above the threshold warns, naming the Sidecar
+        let d = run_mesh(None, None, scope(Some("a/default"), 60, true, 9));
+        assert!(d.findings[0].message.contains("via a/default (*/*)"));
+    }
+
+    #[test]
+    fn history_and_declared_memory_win_over_the_model_and_are_checked_against_it() {
+        let u = usage(cu(0.1, 100), None, None);
+        let d = run_mesh(None, Some(&u), scope(Some("a/x"), 412, false, 9));
+        assert_eq!(d.source.memory, Source::History);
+        assert_eq!(d.requests.memory, Memory(115 * MI));
+        assert!(d.findings.iter().any(|f| f.kind == FindingKind::MeshScope
+            && f.message
+                .contains("memory 115Mi (history) below ~255Mi expected")));
+        let s = spec("deployment:\n  istio:\n    resources: {memory: 300Mi}\n");
+        let d = run_mesh(Some(&s), None, scope(Some("a/x"), 412, false, 9));
+        assert_eq!(d.source.memory, Source::Spec);
+        assert_eq!(d.requests.memory, Memory(300 * MI));
+        assert!(d.findings.is_empty(), "{:?}", d.findings);
+    }
+
+    #[test]
+    fn source_labels_are_a_fixed_table() {
+        let all = [
+            Source::PinnedSpec,
+            Source::History,
+            Source::Spec,
+            Source::Default,
+            Source::MeshModel,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for cpu in all {
+            for memory in all {
+                let label = Sources { cpu, memory }.as_str();
+                let want = if cpu == memory {
+                    cpu.as_str().to_string()
+                } else {
+                    format!("{}/{}", cpu.as_str(), memory.as_str())
+                };
+                assert_eq!(label, want);
+                assert!(seen.insert(label));
+            }
+        }
     }
 
     const SPEC: &str = "deployment:\n  istio:\n    resources: {cpu: 500m, memory: 80Mi}\n  container:\n    replicas: 6\n    resources: {cpu: 1000m, memory: 956Mi}\n";

@@ -209,6 +209,7 @@ fn review_object(
         specs: ctx.specs,
         usage: ctx.usage,
         cluster: &cluster,
+        mesh: None,
     };
     let pctx = PodContext {
         namespace: Some(&namespace),

@@ -5,4 +5,5 @@ pub mod cluster;
 pub mod configmaps;
 pub mod history;
 pub mod kube;
+pub mod mesh;
 pub mod specs;

@@ -3,6 +3,7 @@
 
 use crate::certs;
 use crate::engine::constraints::ClusterSnapshot;
+use crate::engine::mesh::MeshSnapshot;
 use crate::engine::pipeline::Snapshots;
 use crate::engine::spec::SpecStore;
 use crate::metrics::{DecisionLabels, KindLabel, Metrics, ReasonLabel};
@@ -44,6 +45,8 @@ pub struct ServeConfig {
     pub spec_configmaps: Option<crate::sources::kube::KubeSource>,
     /// Also keep every namespace's LimitRanges and ResourceQuotas (`sources::cluster`).
     pub cluster_constraints: Option<crate::sources::kube::KubeSource>,
+    /// Mesh scope: Services, ServiceEntries, Sidecars and the memory model (`sources::mesh`).
+    pub mesh: Option<crate::sources::mesh::MeshConfig>,
     /// How long start-up waits for the first lists (ConfigMap specs, cluster constraints)
     /// before turning ready anyway.
     pub spec_sync_timeout: Duration,
@@ -77,6 +80,8 @@ pub struct Shared {
     pub learned: ArcSwap<UsageSnapshot>,
     /// LimitRanges and ResourceQuotas (`--cluster-constraints`), from `sources::cluster`.
     pub cluster: ArcSwap<ClusterSnapshot>,
+    /// Mesh scope and memory model (`--mesh-scope`), from `sources::mesh`.
+    pub mesh: ArcSwap<MeshSnapshot>,
     pub metrics: Metrics,
     pub ready: AtomicBool,
     inflight: tokio::sync::Semaphore,
@@ -197,10 +202,12 @@ impl Shared {
                 let specs = self.specs.load();
                 let usage = self.usage.load();
                 let cluster = self.cluster.load();
+                let mesh = self.mesh.load();
                 let snaps = Snapshots {
                     specs: &specs,
                     usage: &usage,
                     cluster: &cluster,
+                    mesh: Some(&mesh),
                 };
                 wire::review(&body, path_mode, &self.settings, &snaps)
             }
@@ -423,6 +430,7 @@ pub struct Running {
     refresh_task: Option<JoinHandle<()>>,
     cm_task: Option<JoinHandle<()>>,
     cluster_task: Option<JoinHandle<()>>,
+    mesh_task: Option<JoinHandle<()>>,
     lag_task: JoinHandle<()>,
     grace: Duration,
 }
@@ -437,9 +445,14 @@ impl Running {
         let _ = self.health_stop.send(true);
         let health = self.health_task.await;
         self.reload_task.abort();
-        for t in [&self.refresh_task, &self.cm_task, &self.cluster_task]
-            .into_iter()
-            .flatten()
+        for t in [
+            &self.refresh_task,
+            &self.cm_task,
+            &self.cluster_task,
+            &self.mesh_task,
+        ]
+        .into_iter()
+        .flatten()
         {
             t.abort();
         }
@@ -483,6 +496,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         file_usage: ArcSwap::from_pointee(UsageSnapshot::default()),
         learned: ArcSwap::from_pointee(UsageSnapshot::default()),
         cluster: ArcSwap::from_pointee(ClusterSnapshot::default()),
+        mesh: ArcSwap::from_pointee(MeshSnapshot::default()),
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(config.limits.max_inflight.max(1)),
@@ -646,6 +660,27 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let mesh_task = match &config.mesh {
+        Some(mesh) => {
+            let client = kube
+                .get(&mesh.kube)
+                .await
+                .context("--mesh-scope: cannot build a Kubernetes client")?;
+            let synced = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn(crate::sources::mesh::watch(
+                client,
+                shared.clone(),
+                mesh.clone(),
+                synced.clone(),
+            ));
+            waits.push((
+                synced,
+                "services/sidecars/serviceentries not listed yet; sizing without mesh scope until they are",
+            ));
+            Some(task)
+        }
+        None => None,
+    };
     let deadline = tokio::time::Instant::now() + config.spec_sync_timeout;
     for (synced, warning) in waits {
         if tokio::time::timeout_at(deadline, synced.notified())
@@ -694,6 +729,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         refresh_task,
         cm_task,
         cluster_task,
+        mesh_task,
         lag_task,
         delay: config.shutdown_delay,
         grace: config.shutdown_grace,

@@ -1,5 +1,7 @@
 //! A test double of the Kubernetes API at the HTTP level (plain HTTP on 127.0.0.1:0), for
-//! the cluster sources: cluster-wide collections of the core group (`/api/v1/<resource>`)
+//! the cluster sources: cluster-wide collections of the core group (`/api/v1/<resource>`,
+//! named `<resource>`) and of API groups (`/apis/<group>/<version>/<resource>`, named
+//! `<group>/<version>/<resource>`; a version not served answers 404 like the apiserver),
 //! with list (resourceVersion, `limit`/`continue` pagination, `labelSelector=k=v,...`) and
 //! watch (`?watch=true&resourceVersion=N`: newline-delimited JSON events ADDED, MODIFIED,
 //! DELETED, BOOKMARK, and ERROR 410 once the history before a watch's resourceVersion is
@@ -38,6 +40,8 @@ pub enum Fault {
 
 struct Collection {
     kind: String,
+    /// `v1` for the core group, else `<group>/<version>`.
+    api_version: String,
     /// (namespace, name) → object.
     objects: BTreeMap<(String, String), Value>,
     /// (resourceVersion, type, object), oldest first.
@@ -70,7 +74,8 @@ pub struct KubeApi {
 }
 
 impl KubeApi {
-    /// Serve `resources` (plural name → kind, e.g. `("limitranges", "LimitRange")`).
+    /// Serve `resources` (plural name → kind, e.g. `("limitranges", "LimitRange")`, or
+    /// `("networking.istio.io/v1/sidecars", "Sidecar")` for an API group).
     pub async fn start(resources: &[(&str, &str)]) -> KubeApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -81,6 +86,9 @@ impl KubeApi {
                     plural.to_string(),
                     Collection {
                         kind: kind.to_string(),
+                        api_version: plural
+                            .rsplit_once('/')
+                            .map_or("v1".to_string(), |(gv, _)| gv.to_string()),
                         objects: BTreeMap::new(),
                         events: Vec::new(),
                         gone_below: 0,
@@ -157,7 +165,7 @@ impl KubeApi {
             s.rv += 1;
             let rv = s.rv;
             let c = s.collection(resource);
-            let object = json!({"apiVersion": "v1", "kind": c.kind,
+            let object = json!({"apiVersion": c.api_version, "kind": c.kind,
                 "metadata": {"resourceVersion": rv.to_string()}});
             c.events.push((rv, "BOOKMARK", object));
             rv
@@ -212,7 +220,7 @@ impl KubeApi {
             .into_iter()
             .filter(|r| {
                 let (path, query) = target(r);
-                path == format!("/api/v1/{resource}")
+                resource_of(&path) == resource
                     && (verb == Verb::Watch) == (param(&query, "watch").as_deref() == Some("true"))
             })
             .collect()
@@ -244,7 +252,7 @@ impl State {
         let rv = self.rv;
         let c = self.collection(resource);
         let key = key_of(&object);
-        object["apiVersion"] = json!("v1");
+        object["apiVersion"] = json!(c.api_version);
         object["kind"] = json!(c.kind);
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let kind = if c.objects.insert(key, object.clone()).is_some() {
@@ -280,6 +288,15 @@ fn key_of(object: &Value) -> (String, String) {
         m["namespace"].as_str().unwrap_or_default().to_string(),
         m["name"].as_str().expect("metadata.name").to_string(),
     )
+}
+
+/// The collection a request path names: `/api/v1/<r>` → `<r>`,
+/// `/apis/<group>/<version>/<r>` → `<group>/<version>/<r>`.
+fn resource_of(path: &str) -> String {
+    path.strip_prefix("/api/v1/")
+        .or_else(|| path.strip_prefix("/apis/"))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The `resourceVersion` parameter of a logged request line.
@@ -368,10 +385,7 @@ async fn serve(
     let (path, query) = target(&line);
     let watch = param(&query, "watch").as_deref() == Some("true");
     let verb = if watch { Verb::Watch } else { Verb::List };
-    let resource = path
-        .strip_prefix("/api/v1/")
-        .unwrap_or_default()
-        .to_string();
+    let resource = resource_of(&path);
     let fault = {
         let mut s = state.lock().unwrap();
         s.requests.push(line.clone());
@@ -437,7 +451,8 @@ fn list(state: &Mutex<State>, resource: &str, query: &str, selector: Option<&str
         }
     }
     let kind = format!("{}List", s.collections[resource].kind);
-    json!({"apiVersion": "v1", "kind": kind, "metadata": meta, "items": rest})
+    let api_version = s.collections[resource].api_version.clone();
+    json!({"apiVersion": api_version, "kind": kind, "metadata": meta, "items": rest})
 }
 
 async fn stream_watch(
