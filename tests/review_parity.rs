@@ -202,6 +202,7 @@ impl Webhook {
             specs: &self.specs,
             usage: &self.usage,
             cluster: &self.cluster,
+            mesh: None,
         };
         let body = serde_json::to_vec(review).unwrap();
         let answer = wire::review(&body, Mode::Enforce, &self.settings, &snaps).unwrap();
