@@ -3,6 +3,7 @@
 
 pub mod constraints;
 pub mod istio;
+pub mod learn;
 pub mod patch;
 pub mod pipeline;
 pub mod quantity;
