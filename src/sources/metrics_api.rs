@@ -261,6 +261,8 @@ struct Learner {
     /// Sampled since the last checkpoint.
     dirty: bool,
     last_checkpoint: Option<Instant>,
+    /// Bad checkpoint (name, resourceVersion)s already reported.
+    reported: std::collections::HashSet<(String, String)>,
 }
 
 impl Learner {
@@ -406,6 +408,15 @@ impl Learner {
         let list: Vec<ConfigMap> = cms.iter().map(|c| (**c).clone()).collect();
         let (h, errors) = checkpoints::load(&list);
         for (name, e) in errors {
+            let version = list
+                .iter()
+                .find(|c| c.metadata.name.as_deref() == Some(name.as_str()))
+                .and_then(|c| c.metadata.resource_version.clone())
+                .unwrap_or_default();
+            // Each bad version is reported once, however often the shards are read.
+            if !self.reported.insert((name.clone(), version)) {
+                continue;
+            }
             self.shared
                 .metrics
                 .checkpoint_errors
@@ -474,6 +485,7 @@ pub async fn run(
         leading: false,
         dirty: false,
         last_checkpoint: None,
+        reported: Default::default(),
         cfg,
     };
     if let Some(dir) = &learner.cfg.state_dir {
