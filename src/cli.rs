@@ -104,8 +104,8 @@ pub struct ReviewArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum HistoryCommand {
-    /// Fill the store in --state-dir once, from Prometheus (--from-prometheus URL) or from a
-    /// history file (--from-file FILE).
+    /// Fill the store in --state-dir once, from Prometheus (--from-prometheus URL), from a
+    /// history file (--from-file FILE) or from one metrics API sample (--from-metrics-api).
     Import(ImportArgs),
     /// Print the history the sizer would use (from --state-dir and/or --history).
     Show(ShowArgs),
@@ -119,6 +119,13 @@ pub struct ImportArgs {
     /// Import a history file (CSV, README "History file") instead of querying Prometheus.
     #[arg(long, conflicts_with = "prometheus_url")]
     pub from_file: Option<PathBuf>,
+    /// Take one sample of the Kubernetes metrics API (opted-in namespaces) and fold it into
+    /// the store's metrics-API history (a quick look; `serve --metrics-api` learns over time).
+    #[arg(long, conflicts_with_all = ["prometheus_url", "from_file"])]
+    pub from_metrics_api: bool,
+    /// Kubernetes API URL for --from-metrics-api (default: in-cluster, else kubeconfig).
+    #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
 }

@@ -819,7 +819,10 @@ mod tests {
             container: "istio-proxy".into(),
             at: t0 + 100,
         };
-        assert_eq!(h.fold(now, &[], &[oom.clone()], &cfg).new_ooms, 1);
+        assert_eq!(
+            h.fold(now, &[], std::slice::from_ref(&oom), &cfg).new_ooms,
+            1
+        );
         assert_eq!(h.fold(now, &[], &[oom], &cfg).new_ooms, 0);
 
         let snap = h.to_snapshot(now, &cfg);

@@ -263,6 +263,8 @@ struct Learner {
     last_checkpoint: Option<Instant>,
     /// Bad checkpoint (name, resourceVersion)s already reported.
     reported: std::collections::HashSet<(String, String)>,
+    /// The reason the last round failed, if it did (logs once per reason).
+    last_failure: Option<&'static str>,
 }
 
 impl Learner {
@@ -293,27 +295,39 @@ impl Learner {
             .inc();
     }
 
+    /// A failed round: counted every time, logged as a warning when the reason changes.
+    fn fail(&mut self, reason: &'static str, error: &str) {
+        self.round(reason);
+        if self.last_failure != Some(reason) {
+            tracing::warn!(
+                reason,
+                error,
+                "metrics API list failed (is metrics-server installed?); sample dropped, history kept"
+            );
+        } else {
+            tracing::debug!(reason, error, "metrics API list failed again");
+        }
+        self.last_failure = Some(reason);
+    }
+
     /// One sampling round (leader only).
     async fn sample(&mut self) {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &metrics_resource());
         let listed = tokio::time::timeout(self.cfg.timeout, api.list(&ListParams::default())).await;
         let list = match listed {
             Err(_) => {
-                self.round("timeout");
-                tracing::warn!(
-                    timeout_ms = self.cfg.timeout.as_millis() as u64,
-                    "metrics API too slow; sample dropped, history kept"
-                );
+                self.fail("timeout", "no answer within the timeout");
                 return;
             }
             Ok(Err(e)) => {
-                let reason = list_failure(&e);
-                self.round(reason);
-                tracing::warn!(reason, error = %e, "metrics API list failed (is metrics-server installed?); sample dropped, history kept");
+                self.fail(list_failure(&e), &e.to_string());
                 return;
             }
             Ok(Ok(l)) => l,
         };
+        if self.last_failure.take().is_some() {
+            tracing::info!("metrics API answers again");
+        }
         let opted: std::collections::HashSet<String> = self
             .namespaces
             .state()
@@ -486,6 +500,7 @@ pub async fn run(
         dirty: false,
         last_checkpoint: None,
         reported: Default::default(),
+        last_failure: None,
         cfg,
     };
     if let Some(dir) = &learner.cfg.state_dir {
