@@ -582,3 +582,80 @@ async fn the_lease_never_has_two_holders() {
     assert!(!leader.step().await);
     assert!(!leader.is_leader());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_wins_where_it_has_data_and_decisions_say_which() {
+    use sidecar_sizer::engine::sizing::{decide, Inputs, Policy};
+    use sidecar_sizer::engine::usage::{ContainerUsage, UsageSnapshot, WorkloadUsage};
+    use std::sync::Arc;
+    let usage = |cpu: f64, source: Option<&str>| {
+        let mut w = WorkloadUsage {
+            avg_replicas: Some(1.0),
+            source: source.map(str::to_string),
+            ..WorkloadUsage::default()
+        };
+        w.containers.insert(
+            "istio-proxy".into(),
+            ContainerUsage {
+                cpu_p95_cores: cpu,
+                memory_max_bytes: 64 << 20,
+                samples: 1000,
+                hours: 48.0,
+                oom_kills: 0,
+            },
+        );
+        w
+    };
+    let server = TestServer::start(Opts {
+        spec_dir: None,
+        history: None,
+        ..Opts::default()
+    })
+    .await;
+    let fresh = now() as u64;
+    let mut prom = UsageSnapshot::default();
+    prom.insert("shop", "cart", usage(0.3, None));
+    prom.meta.source = "prometheus http://p:9090".into();
+    prom.meta.fetched_at = Some(fresh);
+    let mut api = UsageSnapshot::default();
+    api.insert("shop", "cart", usage(0.9, Some("metrics-api")));
+    api.insert("shop", "search", usage(0.15, Some("metrics-api")));
+    api.meta.source = "metrics-api".into();
+    api.meta.fetched_at = Some(fresh);
+    let shared = server.shared();
+    shared.learned.store(Arc::new(prom));
+    shared.metrics_usage.store(Arc::new(api));
+    shared.recombine(true);
+    let combined = shared.usage.load();
+    let cart = combined.get("shop", "cart").unwrap();
+    assert_eq!(cart.containers["istio-proxy"].cpu_p95_cores, 0.3);
+    assert_eq!(cart.source.as_deref(), Some("prometheus"));
+    let search = combined.get("shop", "search").unwrap();
+    assert_eq!(search.source.as_deref(), Some("metrics-api"));
+    assert_eq!(
+        combined.meta.source,
+        "metrics-api + prometheus http://p:9090"
+    );
+    // The decision's reasons name the source: 300m ÷ 0.75 = 400m; 150m ÷ 0.75 = 200m.
+    for (w, want) in [
+        (
+            cart,
+            "cpu: history (prometheus) p95 300m over 2d ÷ 0.75 → 400m",
+        ),
+        (
+            search,
+            "cpu: history (metrics-api) p95 150m over 2d ÷ 0.75 → 200m",
+        ),
+    ] {
+        let d = decide(
+            &Inputs {
+                usage: Some(w),
+                ..Inputs::default()
+            },
+            &Policy::default(),
+        );
+        assert_eq!(d.source.cpu.as_str(), "history");
+        assert!(d.reasons.iter().any(|r| r == want), "{:?}", d.reasons);
+    }
+    server.stop().await;
+}
