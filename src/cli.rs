@@ -188,8 +188,8 @@ pub struct ReviewArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum HistoryCommand {
-    /// Fill the store in --state-dir once, from Prometheus (--from-prometheus URL) or from a
-    /// history file (--from-file FILE).
+    /// Fill the store in --state-dir once, from Prometheus (--from-prometheus URL), from a
+    /// history file (--from-file FILE) or from one metrics API sample (--from-metrics-api).
     Import(ImportArgs),
     /// Print the history the sizer would use (from --state-dir and/or --history).
     Show(ShowArgs),
@@ -203,6 +203,13 @@ pub struct ImportArgs {
     /// Import a history file (CSV, README "History file") instead of querying Prometheus.
     #[arg(long, conflicts_with = "prometheus_url")]
     pub from_file: Option<PathBuf>,
+    /// Take one sample of the Kubernetes metrics API (opted-in namespaces) and fold it into
+    /// the store's metrics-API history (a quick look; `serve --metrics-api` learns over time).
+    #[arg(long, conflicts_with_all = ["prometheus_url", "from_file"])]
+    pub from_metrics_api: bool,
+    /// Kubernetes API URL for --from-metrics-api (default: in-cluster, else kubeconfig).
+    #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
 }
@@ -354,7 +361,17 @@ pub struct ServeArgs {
     pub mesh_scope: bool,
     #[command(flatten)]
     pub mesh: MeshModelArgs,
-    /// Kubernetes API URL for --spec-configmaps, --cluster-constraints and --mesh-scope
+    /// Learn usage history in cluster from the Kubernetes metrics API (metrics.k8s.io
+    /// PodMetrics, i.e. metrics-server), no Prometheus needed: one replica at a time (a Lease
+    /// in --namespace) samples opted-in namespaces every --metrics-interval and writes
+    /// checkpoints to ConfigMaps in --namespace; every replica loads them before ready.
+    /// Without a metrics API it logs, counts and keeps the last history.
+    #[arg(long, env = "SIDECAR_SIZER_METRICS_API")]
+    pub metrics_api: bool,
+    #[command(flatten)]
+    pub metrics_api_args: MetricsApiArgs,
+    /// Kubernetes API URL for --spec-configmaps, --cluster-constraints, --mesh-scope and
+    /// --metrics-api
     /// (default: in-cluster, else kubeconfig).
     #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
     pub kube_api_url: Option<String>,
@@ -400,6 +417,74 @@ pub struct ServeArgs {
     pub shutdown_grace: f64,
     #[command(flatten)]
     pub policy: PolicyArgs,
+}
+
+/// How `--metrics-api` learns and checkpoints.
+#[derive(Args, Debug, Clone)]
+pub struct MetricsApiArgs {
+    /// Time between samples of the metrics API (at least 10s).
+    #[arg(long, default_value = "60s", value_parser = metrics_interval_arg, env = "SIDECAR_SIZER_METRICS_INTERVAL")]
+    pub metrics_interval: Duration,
+    /// CPU samples lose half their weight after this long (as VPA's recommender).
+    #[arg(long, default_value = "24h", value_parser = duration_arg, env = "SIDECAR_SIZER_HISTORY_HALF_LIFE")]
+    pub history_half_life: Duration,
+    /// Memory keeps one peak per interval this long; the max of the peaks in
+    /// --history-window is the max working set.
+    #[arg(long, default_value = "24h", value_parser = duration_arg, env = "SIDECAR_SIZER_MEMORY_PEAK_INTERVAL")]
+    pub memory_peak_interval: Duration,
+    /// Checkpoints are written at most this often (and at shutdown).
+    #[arg(long, default_value = "5m", value_parser = duration_arg, env = "SIDECAR_SIZER_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Duration,
+    /// The history Lease is taken over when its holder has not renewed it for this long.
+    #[arg(long, default_value = "15s", value_parser = lease_duration_arg, env = "SIDECAR_SIZER_LEASE_DURATION")]
+    pub lease_duration: Duration,
+    /// The sizer's own namespace: the Lease and the checkpoint ConfigMaps live here.
+    #[arg(
+        long = "namespace",
+        default_value = "sidecar-sizer",
+        env = "POD_NAMESPACE"
+    )]
+    pub own_namespace: String,
+}
+
+fn metrics_interval_arg(s: &str) -> Result<Duration, String> {
+    let d = duration_arg(s)?;
+    if d < Duration::from_secs(10) {
+        return Err(format!("{s:?} is shorter than the minimum of 10s"));
+    }
+    Ok(d)
+}
+
+fn lease_duration_arg(s: &str) -> Result<Duration, String> {
+    let d = duration_arg(s)?;
+    if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
+        return Err(format!("{s:?} must be whole seconds, at least 1s"));
+    }
+    Ok(d)
+}
+
+impl MetricsApiArgs {
+    pub fn to_config(
+        &self,
+        window: Duration,
+        state_dir: Option<PathBuf>,
+    ) -> crate::sources::metrics_api::MetricsApiConfig {
+        crate::sources::metrics_api::MetricsApiConfig {
+            namespace: self.own_namespace.clone(),
+            identity: crate::sources::metrics_api::default_identity(),
+            interval: self.metrics_interval,
+            checkpoint_interval: self.checkpoint_interval,
+            lease_duration: self.lease_duration,
+            timeout: (self.metrics_interval / 2).min(Duration::from_secs(30)),
+            learn: crate::engine::learn::LearnConfig {
+                half_life_seconds: self.history_half_life.as_secs_f64(),
+                memory_peak_interval_seconds: self.memory_peak_interval.as_secs().max(1) as i64,
+                window_seconds: window.as_secs().max(1) as i64,
+                max_future_seconds: 300,
+            },
+            state_dir,
+        }
+    }
 }
 
 /// Every number of the sizing policy (README "Policy").
@@ -559,6 +644,13 @@ impl ServeArgs {
             mesh: self
                 .mesh_scope
                 .then(|| self.mesh.to_config(self.kube_source())),
+            metrics_api: self.metrics_api.then(|| {
+                (
+                    self.kube_source(),
+                    self.metrics_api_args
+                        .to_config(self.prometheus.history_window, self.state_dir.clone()),
+                )
+            }),
             spec_sync_timeout: Duration::from_secs_f64(self.spec_sync_timeout),
             history_max_age: self.prometheus.history_max_age,
             settings: Settings {
@@ -609,6 +701,7 @@ mod tests {
         assert!(c.spec_configmaps.is_none());
         assert!(c.cluster_constraints.is_none());
         assert!(c.mesh.is_none());
+        assert!(c.metrics_api.is_none());
         assert_eq!(c.history_max_age, Duration::from_secs(72 * 3600));
     }
 
@@ -685,6 +778,39 @@ mod tests {
         let err = Cli::try_parse_from(["sidecar-sizer", "serve", "--mesh-base-memory", "big"])
             .unwrap_err();
         assert!(err.to_string().contains("big"), "{err}");
+    }
+
+    #[test]
+    fn metrics_api_flags() {
+        let cli = Cli::try_parse_from([
+            "sidecar-sizer",
+            "serve",
+            "--metrics-api",
+            "--metrics-interval",
+            "30s",
+            "--history-half-life",
+            "12h",
+            "--checkpoint-interval",
+            "2m",
+            "--namespace",
+            "sizer",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        let (_, m) = s.to_config().metrics_api.unwrap();
+        assert_eq!(m.interval, Duration::from_secs(30));
+        assert_eq!(m.timeout, Duration::from_secs(15));
+        assert_eq!(m.checkpoint_interval, Duration::from_secs(120));
+        assert_eq!(m.lease_duration, Duration::from_secs(15));
+        assert_eq!(m.namespace, "sizer");
+        assert_eq!(m.learn.half_life_seconds, 12.0 * 3600.0);
+        assert_eq!(m.learn.memory_peak_interval_seconds, 86_400);
+        assert_eq!(m.learn.window_seconds, 14 * 86_400);
+        let err = Cli::try_parse_from(["sidecar-sizer", "serve", "--metrics-interval", "5s"])
+            .unwrap_err();
+        assert!(err.to_string().contains("minimum of 10s"), "{err}");
     }
 
     #[test]

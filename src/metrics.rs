@@ -55,6 +55,17 @@ pub struct Metrics {
     pub mesh_model_workloads: Gauge,
     pub mesh_model_calibrated: Gauge,
     pub mesh_model_r_squared: Gauge<f64, AtomicU64>,
+    /// `--metrics-api`: PodMetrics samples by outcome (accepted, or the drop reason).
+    pub metrics_api_samples: Family<ReasonLabel, Counter>,
+    /// `--metrics-api`: sampling rounds by outcome (ok, absent, unavailable, timeout, garbage, error).
+    pub metrics_api_rounds: Family<ReasonLabel, Counter>,
+    /// Checkpoint ConfigMap writes by outcome; checkpoint shards ignored on load by reason.
+    pub checkpoint_writes: Family<ReasonLabel, Counter>,
+    pub checkpoint_errors: Family<ReasonLabel, Counter>,
+    /// 1 while this replica holds the history Lease (samples and writes checkpoints).
+    pub history_leader: Gauge,
+    /// Workloads in the history learned from the metrics API.
+    pub metrics_api_workloads: Gauge,
 }
 
 impl Default for Metrics {
@@ -217,6 +228,42 @@ impl Metrics {
             "R² of the mesh memory model's fit over its inliers (0: not fitted)",
             mesh_model_r_squared.clone(),
         );
+        let metrics_api_samples = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "metrics_api_samples",
+            "Container samples from the metrics API, by outcome: accepted, or dropped as invalid, repeated, clock, too_old, empty, unknown_pod, missing (a running pod without metrics)",
+            metrics_api_samples.clone(),
+        );
+        let metrics_api_rounds = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "metrics_api_rounds",
+            "Metrics API sampling rounds, by outcome: ok, absent (no metrics.k8s.io API), unavailable, timeout, garbage, error",
+            metrics_api_rounds.clone(),
+        );
+        let checkpoint_writes = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "checkpoint_writes",
+            "Checkpoint ConfigMap writes, by outcome: ok, conflict, not_leader, error",
+            checkpoint_writes.clone(),
+        );
+        let checkpoint_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "checkpoint_errors",
+            "Checkpoint shards ignored on load, by reason: corrupt, future_version",
+            checkpoint_errors.clone(),
+        );
+        let history_leader = Gauge::default();
+        registry.register(
+            "history_leader",
+            "1 while this replica holds the history Lease and learns from the metrics API",
+            history_leader.clone(),
+        );
+        let metrics_api_workloads = Gauge::default();
+        registry.register(
+            "metrics_api_workloads",
+            "Workloads in the history learned from the metrics API",
+            metrics_api_workloads.clone(),
+        );
         Metrics {
             mesh_services,
             mesh_sidecars,
@@ -227,6 +274,12 @@ impl Metrics {
             mesh_model_workloads,
             mesh_model_calibrated,
             mesh_model_r_squared,
+            metrics_api_samples,
+            metrics_api_rounds,
+            checkpoint_writes,
+            checkpoint_errors,
+            history_leader,
+            metrics_api_workloads,
             not_sized,
             connections_refused,
             runtime_lag_seconds,

@@ -86,31 +86,90 @@ fn deployment_flags_and_rbac_agree() {
     let config = serve.to_config();
     assert!(config.spec_configmaps.is_some());
     assert!(config.cluster_constraints.is_some());
+    assert!(config.metrics_api.is_some());
+    let env = &deploy["spec"]["template"]["spec"]["containers"][0]["env"];
+    let pod_ns = env
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "POD_NAMESPACE")
+        .expect("POD_NAMESPACE");
+    assert_eq!(
+        pod_ns["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
 
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/rbac.yaml"),
     )
     .unwrap();
-    let role = serde_yaml_ng::Deserializer::from_str(&text)
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-        .find(|d| d["kind"] == "ClusterRole")
-        .unwrap();
-    let mut resources: Vec<String> = Vec::new();
-    for rule in role["rules"].as_sequence().unwrap() {
-        assert_eq!(rule["apiGroups"][0], "", "core group only");
-        let verbs: Vec<String> = rule["verbs"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(verbs, ["get", "list", "watch"], "read-only");
-        for r in rule["resources"].as_sequence().unwrap() {
-            resources.push(r.as_str().unwrap().to_string());
+        .collect();
+    let rules = |kind: &str| -> Vec<(String, Vec<String>)> {
+        let role = docs.iter().find(|d| d["kind"] == kind).unwrap();
+        let mut out = Vec::new();
+        for rule in role["rules"].as_sequence().unwrap() {
+            let verbs: Vec<String> = rule["verbs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            for g in rule["apiGroups"].as_sequence().unwrap() {
+                for r in rule["resources"].as_sequence().unwrap() {
+                    let g = g.as_str().unwrap();
+                    let r = r.as_str().unwrap();
+                    let name = if g.is_empty() {
+                        r.to_string()
+                    } else {
+                        format!("{g}/{r}")
+                    };
+                    out.push((name, verbs.clone()));
+                }
+            }
         }
+        out.sort();
+        out
+    };
+    // Cluster-wide: read-only, on exactly what the sources read.
+    let cluster = rules("ClusterRole");
+    for (r, verbs) in &cluster {
+        assert!(
+            verbs
+                .iter()
+                .all(|v| ["get", "list", "watch"].contains(&v.as_str())),
+            "{r}: {verbs:?} is not read-only"
+        );
     }
-    resources.sort();
-    assert_eq!(resources, ["configmaps", "limitranges", "resourcequotas"]);
+    let names: Vec<&str> = cluster.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "configmaps",
+            "limitranges",
+            "metrics.k8s.io/pods",
+            "namespaces",
+            "pods",
+            "resourcequotas"
+        ]
+    );
+    // Writes: a namespaced Role (no namespace field: the kustomization puts it in the
+    // sizer's), on the checkpoint ConfigMaps and the Lease only, never delete.
+    let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    assert!(role["metadata"]["namespace"].is_null());
+    let own = rules("Role");
+    let names: Vec<&str> = own.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(names, ["configmaps", "coordination.k8s.io/leases"]);
+    for (r, verbs) in &own {
+        assert!(
+            !verbs.iter().any(|v| v == "delete" || v == "*"),
+            "{r}: {verbs:?}"
+        );
+    }
+    assert!(docs
+        .iter()
+        .any(|d| d["kind"] == "RoleBinding" && d["roleRef"]["name"] == role["metadata"]["name"]));
 }
 
 /// The image tag the manifests deploy is the crate version `make image` tags, set in one

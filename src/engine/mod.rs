@@ -3,6 +3,7 @@
 
 pub mod constraints;
 pub mod istio;
+pub mod learn;
 pub mod mesh;
 pub mod patch;
 pub mod pipeline;

@@ -373,6 +373,7 @@ pub fn decide(inputs: &Inputs<'_>, policy: &Policy) -> Decision {
             c,
             inputs.usage.and_then(|u| u.avg_replicas),
             spec.and_then(|s| s.replicas),
+            inputs.usage.and_then(|u| u.source.as_deref()),
             policy,
         )
     });
@@ -495,13 +496,15 @@ fn history_requests(
     c: &ContainerUsage,
     history_replicas: Option<f64>,
     spec_replicas: Option<u32>,
+    history_source: Option<&str>,
     policy: &Policy,
 ) -> FromHistory {
+    let label = history_source.map_or_else(|| "history".to_string(), |s| format!("history ({s})"));
     let cpu = (c.cpu_p95_cores.is_finite() && c.cpu_p95_cores > 0.0).then(|| {
         let p95_m = c.cpu_p95_cores * 1000.0;
         let mut cpu_m = p95_m / policy.target_utilization;
         let mut why = format!(
-            "history p95 {} over {} ÷ {} → {}",
+            "{label} p95 {} over {} ÷ {} → {}",
             Cpu(p95_m.ceil() as u64),
             span(c.hours),
             policy.target_utilization,
@@ -528,7 +531,7 @@ fn history_requests(
         let peak = c.memory_max_bytes as f64;
         let mut mem = round_up(peak * policy.memory_headroom, MI);
         let mut why = format!(
-            "history max {} over {} × {} → {}",
+            "{label} max {} over {} × {} → {}",
             Memory(c.memory_max_bytes),
             span(c.hours),
             policy.memory_headroom,

@@ -28,6 +28,10 @@ pub struct WorkloadUsage {
     pub containers: BTreeMap<String, ContainerUsage>,
     #[serde(default)]
     pub avg_replicas: Option<f64>,
+    /// Which source learned these figures when several are merged (`metrics-api` under
+    /// Prometheus); None: the snapshot's own source. Decisions name it in their reasons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Where a snapshot came from and when.

@@ -47,6 +47,11 @@ pub struct ServeConfig {
     pub cluster_constraints: Option<crate::sources::kube::KubeSource>,
     /// Mesh scope: Services, ServiceEntries, Sidecars and the memory model (`sources::mesh`).
     pub mesh: Option<crate::sources::mesh::MeshConfig>,
+    /// Learn history from the metrics API, checkpointed in the cluster (`sources::metrics_api`).
+    pub metrics_api: Option<(
+        crate::sources::kube::KubeSource,
+        crate::sources::metrics_api::MetricsApiConfig,
+    )>,
     /// How long start-up waits for the first lists (ConfigMap specs, cluster constraints)
     /// before turning ready anyway.
     pub spec_sync_timeout: Duration,
@@ -78,6 +83,8 @@ pub struct Shared {
     pub file_usage: ArcSwap<UsageSnapshot>,
     /// From Prometheus or the persisted store.
     pub learned: ArcSwap<UsageSnapshot>,
+    /// From the metrics API (`--metrics-api`); Prometheus wins where both have a workload.
+    pub metrics_usage: ArcSwap<UsageSnapshot>,
     /// LimitRanges and ResourceQuotas (`--cluster-constraints`), from `sources::cluster`.
     pub cluster: ArcSwap<ClusterSnapshot>,
     /// Mesh scope and memory model (`--mesh-scope`), from `sources::mesh`.
@@ -136,11 +143,44 @@ impl Shared {
         }
         *last = Some(stale);
         let file = self.file_usage.load();
-        let combined = if stale || learned.is_empty() {
-            (**file).clone()
-        } else {
-            file.overlaid(&learned)
-        };
+        let mut combined = (**file).clone();
+        let from_api = self.metrics_usage.load();
+        let api_stale = from_api
+            .age_seconds(now_unix())
+            .is_some_and(|a| a > self.history_max_age.as_secs());
+        let mut sources = Vec::new();
+        if !file.meta.source.is_empty() {
+            sources.push(file.meta.source.clone());
+        }
+        if !api_stale && !from_api.is_empty() {
+            combined = combined.overlaid(&from_api);
+            sources.push(from_api.meta.source.clone());
+        }
+        if !stale && !learned.is_empty() {
+            if from_api.is_empty() {
+                combined = combined.overlaid(&learned);
+            } else {
+                // Both learned: Prometheus wins where it has a workload, and says so.
+                let mut prom = (**learned).clone();
+                let label = learned
+                    .meta
+                    .source
+                    .split(' ')
+                    .next()
+                    .unwrap_or("prometheus");
+                for (ns, wl, u) in learned.iter_sorted() {
+                    let mut u = u.clone();
+                    u.source.get_or_insert_with(|| label.to_string());
+                    prom.insert(ns, wl, u);
+                }
+                combined = combined.overlaid(&prom);
+                sources.push(learned.meta.source.clone());
+            }
+        }
+        let api_used = !api_stale && !from_api.is_empty();
+        if api_used && sources.len() > 1 {
+            combined.meta.source = sources.join(" + ");
+        }
         self.metrics.history_workloads.set(combined.len() as i64);
         self.usage.store(Arc::new(combined));
     }
@@ -431,6 +471,8 @@ pub struct Running {
     cm_task: Option<JoinHandle<()>>,
     cluster_task: Option<JoinHandle<()>>,
     mesh_task: Option<JoinHandle<()>>,
+    metrics_api_task: Option<JoinHandle<()>>,
+    metrics_api_stop: tokio::sync::watch::Sender<bool>,
     lag_task: JoinHandle<()>,
     grace: Duration,
 }
@@ -444,6 +486,11 @@ impl Running {
         let tls = self.tls_task.await;
         let _ = self.health_stop.send(true);
         let health = self.health_task.await;
+        // The metrics-API learner writes a last checkpoint and releases its Lease.
+        let _ = self.metrics_api_stop.send(true);
+        if let Some(t) = self.metrics_api_task {
+            let _ = tokio::time::timeout(self.grace, t).await;
+        }
         self.reload_task.abort();
         for t in [
             &self.refresh_task,
@@ -495,6 +542,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         usage: ArcSwap::from_pointee(UsageSnapshot::default()),
         file_usage: ArcSwap::from_pointee(UsageSnapshot::default()),
         learned: ArcSwap::from_pointee(UsageSnapshot::default()),
+        metrics_usage: ArcSwap::from_pointee(UsageSnapshot::default()),
         cluster: ArcSwap::from_pointee(ClusterSnapshot::default()),
         mesh: ArcSwap::from_pointee(MeshSnapshot::default()),
         metrics: Metrics::new(),
@@ -681,6 +729,29 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let (metrics_api_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_api_task = match &config.metrics_api {
+        Some((source, cfg)) => {
+            let client = kube
+                .get(source)
+                .await
+                .context("--metrics-api: cannot build a Kubernetes client")?;
+            let synced = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn(crate::sources::metrics_api::run(
+                client,
+                shared.clone(),
+                cfg.clone(),
+                synced.clone(),
+                stop_rx,
+            ));
+            waits.push((
+                synced,
+                "history checkpoints not loaded yet; serving without metrics-API history until they are",
+            ));
+            Some(task)
+        }
+        None => None,
+    };
     let deadline = tokio::time::Instant::now() + config.spec_sync_timeout;
     for (synced, warning) in waits {
         if tokio::time::timeout_at(deadline, synced.notified())
@@ -730,6 +801,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         cm_task,
         cluster_task,
         mesh_task,
+        metrics_api_task,
+        metrics_api_stop,
         lag_task,
         delay: config.shutdown_delay,
         grace: config.shutdown_grace,

@@ -1,8 +1,11 @@
 //! A test double of the Kubernetes API at the HTTP level (plain HTTP on 127.0.0.1:0), for
-//! the cluster sources: cluster-wide collections of the core group (`/api/v1/<resource>`,
-//! named `<resource>`) and of API groups (`/apis/<group>/<version>/<resource>`, named
-//! `<group>/<version>/<resource>`; a version not served answers 404 like the apiserver),
-//! with list (resourceVersion, `limit`/`continue` pagination, `labelSelector=k=v,...`) and
+//! the cluster sources: collections of the core group (`/api/v1/<resource>`, key
+//! `"<resource>"`) and of other groups (`/apis/<group>/<version>/<resource>`, key
+//! `"<group>/<version>/<resource>"`), cluster-wide and per namespace
+//! (`.../namespaces/<ns>/<resource>`), with list (resourceVersion, `limit`/`continue`
+//! pagination, `labelSelector=k=v,...` and `k` for existence), get, create (POST; 409
+//! AlreadyExists), replace (PUT; 409 Conflict when the body's resourceVersion is not the
+//! current one, as the apiserver's optimistic concurrency does) and
 //! watch (`?watch=true&resourceVersion=N`: newline-delimited JSON events ADDED, MODIFIED,
 //! DELETED, BOOKMARK, and ERROR 410 once the history before a watch's resourceVersion is
 //! compacted away, as the real apiserver does).
@@ -25,6 +28,9 @@ use tokio::sync::Notify;
 pub enum Verb {
     List,
     Watch,
+    Get,
+    Create,
+    Replace,
 }
 
 /// What the next matching request gets instead of (or before) its normal answer.
@@ -36,11 +42,12 @@ pub enum Fault {
     Drop,
     /// The answer is held until the Notify is notified, then served normally.
     Stall(Arc<Notify>),
+    /// HTTP 200 with this body instead of the answer (garbage).
+    Body(String),
 }
 
 struct Collection {
     kind: String,
-    /// `v1` for the core group, else `<group>/<version>`.
     api_version: String,
     /// (namespace, name) → object.
     objects: BTreeMap<(String, String), Value>,
@@ -74,21 +81,22 @@ pub struct KubeApi {
 }
 
 impl KubeApi {
-    /// Serve `resources` (plural name → kind, e.g. `("limitranges", "LimitRange")`, or
-    /// `("networking.istio.io/v1/sidecars", "Sidecar")` for an API group).
+    /// Serve `resources` (plural name → kind, e.g. `("limitranges", "LimitRange")`).
     pub async fn start(resources: &[(&str, &str)]) -> KubeApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let collections = resources
             .iter()
-            .map(|(plural, kind)| {
+            .map(|(key, kind)| {
+                let api_version = match key.rsplit_once('/') {
+                    Some((gv, _)) => gv.to_string(),
+                    None => "v1".to_string(),
+                };
                 (
-                    plural.to_string(),
+                    key.to_string(),
                     Collection {
                         kind: kind.to_string(),
-                        api_version: plural
-                            .rsplit_once('/')
-                            .map_or("v1".to_string(), |(gv, _)| gv.to_string()),
+                        api_version,
                         objects: BTreeMap::new(),
                         events: Vec::new(),
                         gone_below: 0,
@@ -143,6 +151,17 @@ impl KubeApi {
         self.with(|s| s.put(resource, object, true))
     }
 
+    /// Create or replace several objects at once (no reader sees half of them).
+    pub fn apply_all(&self, resource: &str, objects: Vec<Value>) -> u64 {
+        self.with(|s| {
+            let mut rv = 0;
+            for o in objects {
+                rv = s.put(resource, o, true);
+            }
+            rv
+        })
+    }
+
     /// Change an object WITHOUT a watch event, as if its event had been compacted away:
     /// only a (re-)list shows it. Pair with [`KubeApi::expire`].
     pub fn apply_unwatched(&self, resource: &str, object: Value) -> u64 {
@@ -192,6 +211,11 @@ impl KubeApi {
         self.with(|s| s.faults.push_back((resource.to_string(), verb, fault)));
     }
 
+    /// Forget every queued fault.
+    pub fn clear_faults(&self) {
+        self.with(|s| s.faults.clear());
+    }
+
     /// Wait (bounded) until a watch of `resource` has been sent the event at `rv`: a
     /// client reads it before it notices a later disconnect.
     pub async fn wait_delivered(&self, resource: &str, rv: u64) {
@@ -218,12 +242,27 @@ impl KubeApi {
     pub fn requests_of(&self, resource: &str, verb: Verb) -> Vec<String> {
         self.requests()
             .into_iter()
-            .filter(|r| {
-                let (path, query) = target(r);
-                resource_of(&path) == resource
-                    && (verb == Verb::Watch) == (param(&query, "watch").as_deref() == Some("true"))
-            })
+            .filter(|r| parse_request(r).is_some_and(|p| p.resource == resource && p.verb == verb))
             .collect()
+    }
+
+    /// The current object, if any.
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let s = self.state.lock().unwrap();
+        s.collections
+            .get(resource)?
+            .objects
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every object of `resource`.
+    pub fn objects(&self, resource: &str) -> Vec<Value> {
+        let s = self.state.lock().unwrap();
+        s.collections
+            .get(resource)
+            .map(|c| c.objects.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Wait (bounded) until `f` holds for the request log; returns the log.
@@ -290,15 +329,6 @@ fn key_of(object: &Value) -> (String, String) {
     )
 }
 
-/// The collection a request path names: `/api/v1/<r>` → `<r>`,
-/// `/apis/<group>/<version>/<r>` → `<group>/<version>/<r>`.
-fn resource_of(path: &str) -> String {
-    path.strip_prefix("/api/v1/")
-        .or_else(|| path.strip_prefix("/apis/"))
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// The `resourceVersion` parameter of a logged request line.
 pub fn resource_version(request: &str) -> Option<u64> {
     param(&target(request).1, "resourceVersion")?.parse().ok()
@@ -325,24 +355,100 @@ fn matches_selector(object: &Value, selector: Option<&str>) -> bool {
     };
     sel.split(',').all(|term| match term.split_once('=') {
         Some((k, v)) => object["metadata"]["labels"][k].as_str() == Some(v),
-        None => false,
+        None => !object["metadata"]["labels"][term].is_null(),
     })
 }
 
 /// Read one request head; returns its first line.
 pub async fn read_head(sock: &mut TcpStream) -> Option<String> {
+    read_request(sock).await.map(|(line, _)| line)
+}
+
+/// Read one request: its first line and its body (by `content-length`).
+pub async fn read_request(sock: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut b = [0u8; 4096];
-    loop {
+    let head_end = loop {
         let n = sock.read(&mut b).await.ok()?;
         if n == 0 {
             return None;
         }
         buf.extend_from_slice(&b[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Some(String::from_utf8_lossy(&buf).lines().next()?.to_string());
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
         }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let line = head.lines().next()?.to_string();
+    let length = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let n = sock.read(&mut b).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&b[..n]);
     }
+    Some((line, body))
+}
+
+/// What a request line asks for.
+struct Parsed {
+    resource: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    verb: Verb,
+    query: String,
+}
+
+fn parse_request(line: &str) -> Option<Parsed> {
+    let method = line.split(' ').next().unwrap_or_default();
+    let (path, query) = target(line);
+    let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
+        (None, rest.to_string())
+    } else {
+        let rest = path.strip_prefix("/apis/")?;
+        let mut parts = rest.splitn(3, '/');
+        let g = parts.next()?;
+        let v = parts.next()?;
+        (
+            Some(format!("{g}/{v}")),
+            parts.next().unwrap_or_default().to_string(),
+        )
+    };
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let (namespace, plural, name) = match segs.as_slice() {
+        [plural] => (None, *plural, None),
+        ["namespaces", name] => (None, "namespaces", Some(*name)),
+        [plural, name] => (None, *plural, Some(*name)),
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
+        _ => return None,
+    };
+    let resource = match group {
+        Some(gv) => format!("{gv}/{plural}"),
+        None => plural.to_string(),
+    };
+    let watch = param(&query, "watch").as_deref() == Some("true");
+    let verb = match (method, name.is_some(), watch) {
+        ("POST", _, _) => Verb::Create,
+        ("PUT", _, _) => Verb::Replace,
+        (_, _, true) => Verb::Watch,
+        (_, true, _) => Verb::Get,
+        _ => Verb::List,
+    };
+    Some(Parsed {
+        resource,
+        namespace: namespace.map(str::to_string),
+        name: name.map(str::to_string),
+        verb,
+        query,
+    })
 }
 
 /// Write one newline-terminated JSON value as an HTTP chunk.
@@ -357,6 +463,8 @@ async fn respond(mut sock: TcpStream, status: u16, body: &Value) {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
+        201 => "Created",
+        409 => "Conflict",
         410 => "Gone",
         500 => "Internal Server Error",
         _ => "Error",
@@ -379,20 +487,18 @@ async fn serve(
     state: Arc<Mutex<State>>,
     changed: tokio::sync::watch::Sender<u64>,
 ) {
-    let Some(line) = read_head(&mut sock).await else {
+    let Some((line, body)) = read_request(&mut sock).await else {
         return;
     };
-    let (path, query) = target(&line);
-    let watch = param(&query, "watch").as_deref() == Some("true");
-    let verb = if watch { Verb::Watch } else { Verb::List };
-    let resource = resource_of(&path);
+    let parsed = parse_request(&line);
     let fault = {
         let mut s = state.lock().unwrap();
         s.requests.push(line.clone());
-        let i = s
-            .faults
-            .iter()
-            .position(|(r, v, _)| *r == resource && *v == verb);
+        let i = parsed.as_ref().and_then(|p| {
+            s.faults
+                .iter()
+                .position(|(r, v, _)| *r == p.resource && *v == p.verb)
+        });
         i.and_then(|i| s.faults.remove(i)).map(|(_, _, f)| f)
     };
     match fault {
@@ -406,24 +512,113 @@ async fn serve(
         }
         Some(Fault::Drop) => return,
         Some(Fault::Stall(release)) => release.notified().await,
+        Some(Fault::Body(text)) => {
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+            return;
+        }
         None => {}
     }
-    if !state.lock().unwrap().collections.contains_key(&resource) {
+    let Some(p) = parsed.filter(|p| state.lock().unwrap().collections.contains_key(&p.resource))
+    else {
         return respond(sock, 404, &status_body(404, "NotFound", "no such resource")).await;
-    }
-    let selector = param(&query, "labelSelector");
-    if watch {
-        let from = param(&query, "resourceVersion")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        stream_watch(sock, state, changed, resource, from, selector).await;
-    } else {
-        let body = list(&state, &resource, &query, selector.as_deref());
-        respond(sock, 200, &body).await;
+    };
+    let selector = param(&p.query, "labelSelector");
+    match p.verb {
+        Verb::Watch => {
+            let from = param(&p.query, "resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            stream_watch(
+                sock,
+                state,
+                changed,
+                p.resource,
+                p.namespace,
+                from,
+                selector,
+            )
+            .await;
+        }
+        Verb::List => {
+            let body = list(
+                &state,
+                &p.resource,
+                p.namespace.as_deref(),
+                &p.query,
+                selector.as_deref(),
+            );
+            respond(sock, 200, &body).await;
+        }
+        Verb::Get => {
+            let key = (
+                p.namespace.clone().unwrap_or_default(),
+                p.name.clone().unwrap_or_default(),
+            );
+            let found = state.lock().unwrap().collections[&p.resource]
+                .objects
+                .get(&key)
+                .cloned();
+            match found {
+                Some(o) => respond(sock, 200, &o).await,
+                None => respond(sock, 404, &status_body(404, "NotFound", "not found")).await,
+            }
+        }
+        Verb::Create | Verb::Replace => {
+            let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
+                return respond(sock, 400, &status_body(400, "BadRequest", "not JSON")).await;
+            };
+            if let Some(ns) = &p.namespace {
+                object["metadata"]["namespace"] = json!(ns);
+            }
+            let answer = {
+                let mut s = state.lock().unwrap();
+                let key = key_of(&object);
+                let current = s.collections[&p.resource].objects.get(&key).map(|o| {
+                    o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                });
+                let sent = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .map(str::to_string);
+                match (p.verb, current, sent) {
+                    (Verb::Create, Some(_), _) => Err((409, "AlreadyExists")),
+                    (Verb::Replace, None, _) => Err((404, "NotFound")),
+                    (Verb::Replace, Some(cur), Some(sent)) if cur != sent => Err((409, "Conflict")),
+                    _ => {
+                        if let Some(m) = object["metadata"].as_object_mut() {
+                            m.remove("resourceVersion");
+                        }
+                        s.put(&p.resource, object, true);
+                        Ok(s.collections[&p.resource].objects[&key].clone())
+                    }
+                }
+            };
+            changed.send_modify(|v| *v += 1);
+            match answer {
+                Ok(o) => respond(sock, if p.verb == Verb::Create { 201 } else { 200 }, &o).await,
+                Err((code, reason)) => {
+                    let msg = format!("the object has been modified or exists ({reason})");
+                    respond(sock, code, &status_body(code, reason, &msg)).await
+                }
+            }
+        }
     }
 }
 
-fn list(state: &Mutex<State>, resource: &str, query: &str, selector: Option<&str>) -> Value {
+fn list(
+    state: &Mutex<State>,
+    resource: &str,
+    namespace: Option<&str>,
+    query: &str,
+    selector: Option<&str>,
+) -> Value {
     let mut s = state.lock().unwrap();
     let (rv, mut rest) = match param(query, "continue").and_then(|t| s.pages.remove(&t)) {
         Some(page) => page,
@@ -432,7 +627,7 @@ fn list(state: &Mutex<State>, resource: &str, query: &str, selector: Option<&str
             let items: Vec<Value> = s.collections[resource]
                 .objects
                 .values()
-                .filter(|o| matches_selector(o, selector))
+                .filter(|o| matches_selector(o, selector) && in_namespace(o, namespace))
                 .cloned()
                 .collect();
             (rv, items)
@@ -450,9 +645,13 @@ fn list(state: &Mutex<State>, resource: &str, query: &str, selector: Option<&str
             meta["continue"] = json!(token);
         }
     }
-    let kind = format!("{}List", s.collections[resource].kind);
-    let api_version = s.collections[resource].api_version.clone();
-    json!({"apiVersion": api_version, "kind": kind, "metadata": meta, "items": rest})
+    let c = &s.collections[resource];
+    let kind = format!("{}List", c.kind);
+    json!({"apiVersion": c.api_version, "kind": kind, "metadata": meta, "items": rest})
+}
+
+fn in_namespace(object: &Value, namespace: Option<&str>) -> bool {
+    namespace.is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns))
 }
 
 async fn stream_watch(
@@ -460,6 +659,7 @@ async fn stream_watch(
     state: Arc<Mutex<State>>,
     changed: tokio::sync::watch::Sender<u64>,
     resource: String,
+    namespace: Option<String>,
     mut cursor: u64,
     selector: Option<String>,
 ) {
@@ -485,7 +685,9 @@ async fn stream_watch(
                     .iter()
                     .filter(|(rv, t, o)| {
                         *rv > cursor
-                            && (*t == "BOOKMARK" || matches_selector(o, selector.as_deref()))
+                            && (*t == "BOOKMARK"
+                                || (matches_selector(o, selector.as_deref())
+                                    && in_namespace(o, namespace.as_deref())))
                     })
                     .cloned()
                     .collect();

@@ -51,6 +51,10 @@ pub struct Opts {
     pub spec_configmaps: Option<sidecar_sizer::sources::kube::KubeSource>,
     pub cluster_constraints: Option<sidecar_sizer::sources::kube::KubeSource>,
     pub mesh: Option<sidecar_sizer::sources::mesh::MeshConfig>,
+    pub metrics_api: Option<(
+        sidecar_sizer::sources::kube::KubeSource,
+        sidecar_sizer::sources::metrics_api::MetricsApiConfig,
+    )>,
     /// How long `start` waits for the first lists of the cluster sources.
     pub sync_timeout: Duration,
     /// Serve these TLS files (cert, key, CA PEM) instead of a fresh pair.
@@ -72,6 +76,7 @@ impl Default for Opts {
             spec_configmaps: None,
             cluster_constraints: None,
             mesh: None,
+            metrics_api: None,
             sync_timeout: Duration::from_secs(10),
             tls: None,
             client_ca: None,
@@ -114,6 +119,7 @@ impl TestServer {
             spec_configmaps: opts.spec_configmaps,
             cluster_constraints: opts.cluster_constraints,
             mesh: opts.mesh,
+            metrics_api: opts.metrics_api,
             spec_sync_timeout: opts.sync_timeout,
             settings: opts.settings,
             reload_interval: Duration::from_millis(200),
