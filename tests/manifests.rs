@@ -87,6 +87,9 @@ fn deployment_flags_and_rbac_agree() {
     assert!(config.spec_configmaps.is_some());
     assert!(config.cluster_constraints.is_some());
     assert!(config.metrics_api.is_some());
+    assert!(config.mesh.is_some());
+    // Durable history is in the cluster (checkpoints) or Prometheus: no emptyDir state.
+    assert!(config.state_dir.is_none());
     let env = &deploy["spec"]["template"]["spec"]["containers"][0]["env"];
     let pod_ns = env
         .as_sequence()
@@ -150,8 +153,11 @@ fn deployment_flags_and_rbac_agree() {
             "limitranges",
             "metrics.k8s.io/pods",
             "namespaces",
+            "networking.istio.io/serviceentries",
+            "networking.istio.io/sidecars",
             "pods",
-            "resourcequotas"
+            "resourcequotas",
+            "services"
         ]
     );
     // Writes: a namespaced Role (no namespace field: the kustomization puts it in the
