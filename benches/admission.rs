@@ -50,6 +50,7 @@ fn benches(c: &mut Criterion) {
         specs: &specs,
         usage: &usage,
         cluster: &cluster,
+        hpas: None,
     };
 
     let mut full = c.benchmark_group("review");

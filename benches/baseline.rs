@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
             specs: &Default::default(),
             usage: &Default::default(),
             cluster: &Default::default(),
+            hpas: None,
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?

@@ -47,6 +47,68 @@ pub enum Command {
     /// The usage history store: import once, or show what the sizer knows.
     #[command(subcommand)]
     History(HistoryCommand),
+    /// What enforcing would change in the cluster: live pods with an istio-proxy, grouped
+    /// by workload, current vs sized, totals per namespace and cluster, HpaShift findings.
+    Report(Box<ReportArgs>),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned columns, human units.
+    Table,
+    /// Markdown tables (totals, namespaces, workloads).
+    Markdown,
+    /// One row per workload, a header row, raw numbers (millicores, bytes).
+    Csv,
+    /// One JSON document (README "report JSON").
+    Json,
+    /// One self-contained HTML file: totals, a sortable table, an SVG chart.
+    Html,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Exit codes: 0 done (namespaces the sizer may not list are reported as unreadable), \
+1 bad flags or unreadable specs/history, 2 the cluster could not be listed."
+)]
+pub struct ReportArgs {
+    /// Only this namespace (repeatable); default: all namespaces.
+    #[arg(long = "namespace", short = 'n', value_name = "NS")]
+    pub namespace: Vec<String>,
+    /// Only pods matching this label selector (e.g. app=cart,tier!=batch).
+    #[arg(long, short = 'l', env = "SIDECAR_SIZER_SELECTOR")]
+    pub selector: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table, env = "SIDECAR_SIZER_REPORT_FORMAT")]
+    pub format: ReportFormat,
+    /// Write the report here instead of stdout.
+    #[arg(long, short = 'o', env = "SIDECAR_SIZER_OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// Kubernetes API URL (default: in-cluster, else kubeconfig).
+    #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
+    /// Give up on an API call that has not answered (or connected) within this long: exit 2.
+    #[arg(long, default_value = "30s", value_parser = duration_arg, env = "SIDECAR_SIZER_KUBE_TIMEOUT")]
+    pub kube_timeout: Duration,
+    /// Team specs: DIR/<namespace>/<workload>.yaml.
+    #[arg(long, env = "SIDECAR_SIZER_SPEC_DIR")]
+    pub spec_dir: Option<PathBuf>,
+    /// Also read team specs from ConfigMaps labelled sidecar-sizer.io/spec=true (listed
+    /// once); they win over --spec-dir for the same workload, as in serve.
+    #[arg(long, env = "SIDECAR_SIZER_SPEC_CONFIGMAPS")]
+    pub spec_configmaps: bool,
+    /// Usage history file (CSV).
+    #[arg(long, env = "SIDECAR_SIZER_HISTORY")]
+    pub history: Option<PathBuf>,
+    /// History store to read (history.json).
+    #[arg(long, env = "SIDECAR_SIZER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Replace explicit sidecar.istio.io/proxy* annotations instead of keeping them.
+    #[arg(long, env = "SIDECAR_SIZER_OVERRIDE_EXPLICIT")]
+    pub override_explicit: bool,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -262,6 +324,12 @@ pub struct ServeArgs {
     /// unreachable, sizing uses the last good list (none: no constraints).
     #[arg(long, env = "SIDECAR_SIZER_CLUSTER_CONSTRAINTS")]
     pub cluster_constraints: bool,
+    /// Warn (HpaShift, in dry-run and enforce) when the proxy request change moves an
+    /// autoscaling/v2 HPA's Resource utilisation by --hpa-shift-threshold or more: watch
+    /// HorizontalPodAutoscalers in all namespaces in the background (needs get/list/watch
+    /// on horizontalpodautoscalers.autoscaling).
+    #[arg(long, env = "SIDECAR_SIZER_HPA_AWARE")]
+    pub hpa_aware: bool,
     /// Kubernetes API URL for --spec-configmaps and --cluster-constraints (default:
     /// in-cluster, else kubeconfig).
     #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
@@ -361,6 +429,14 @@ pub struct PolicyArgs {
     /// Warn (SpecDrift) when the spec's proxy requests differ from history by more than this.
     #[arg(long, default_value_t = 0.30, env = "SIDECAR_SIZER_DRIFT_THRESHOLD")]
     pub drift_threshold: f64,
+    /// Warn (HpaShift) when the proxy change moves an HPA's Resource utilisation by at
+    /// least this many percentage points (serve --hpa-aware, report).
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        env = "SIDECAR_SIZER_HPA_SHIFT_THRESHOLD"
+    )]
+    pub hpa_shift_threshold: f64,
     /// Istio's default CPU request (used when nothing else applies).
     #[arg(long, default_value = "100m", value_parser = cpu_arg, env = "SIDECAR_SIZER_DEFAULT_CPU")]
     pub default_cpu: Cpu,
@@ -426,6 +502,7 @@ impl PolicyArgs {
             min_history_samples: self.min_history_samples,
             imbalance_threshold: self.imbalance_threshold,
             drift_threshold: self.drift_threshold,
+            hpa_shift_threshold: self.hpa_shift_threshold,
             default_requests: Resources {
                 cpu: self.default_cpu,
                 memory: self.default_memory,
@@ -459,6 +536,7 @@ impl ServeArgs {
             prometheus_refresh: self.prometheus.prometheus_refresh,
             spec_configmaps: self.spec_configmaps.then(|| self.kube_source()),
             cluster_constraints: self.cluster_constraints.then(|| self.kube_source()),
+            hpa_aware: self.hpa_aware.then(|| self.kube_source()),
             spec_sync_timeout: Duration::from_secs_f64(self.spec_sync_timeout),
             history_max_age: self.prometheus.history_max_age,
             settings: Settings {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod engine;
 pub mod history_cmd;
 pub mod metrics;
+pub mod report;
 pub mod review;
 pub mod sources;
 pub mod webhook;

@@ -2,7 +2,7 @@ use clap::Parser;
 use sidecar_sizer::cli::{Cli, Command, HistoryCommand, LogFormat, SpecCommand};
 use sidecar_sizer::sources::specs;
 use sidecar_sizer::webhook::serve as server;
-use sidecar_sizer::{certs, history_cmd, review};
+use sidecar_sizer::{certs, history_cmd, report, review};
 use std::process::ExitCode;
 
 fn init_logging(format: LogFormat) {
@@ -92,6 +92,13 @@ fn main() -> ExitCode {
             };
             let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
             ExitCode::from(runtime.block_on(review::run(&args, color)))
+        }
+        Command::Report(args) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            ExitCode::from(runtime.block_on(report::run(&args, progress)))
         }
         Command::History(HistoryCommand::Show(args)) => match history_cmd::load_for_show(&args) {
             Ok(snap) => {

@@ -38,6 +38,8 @@ pub struct Policy {
     /// Warn when the spec's declared proxy requests differ from what history gives by more
     /// than this (relative to the larger).
     pub drift_threshold: f64,
+    /// HpaShift when an HPA's utilisation moves by at least this (percentage points).
+    pub hpa_shift_threshold: f64,
     /// Istio's own defaults, used when nothing else applies.
     pub default_requests: Resources,
     pub default_limits: Resources,
@@ -61,6 +63,7 @@ impl Default for Policy {
             min_history_samples: 100,
             imbalance_threshold: 0.30,
             drift_threshold: 0.30,
+            hpa_shift_threshold: 10.0,
             default_requests: Resources {
                 cpu: Cpu(100),
                 memory: Memory(128 * MI),
@@ -84,6 +87,12 @@ impl Policy {
             }
         };
         fin_pos("target-utilization", self.target_utilization)?;
+        if !(self.hpa_shift_threshold.is_finite() && self.hpa_shift_threshold >= 0.0) {
+            return Err(format!(
+                "--hpa-shift-threshold must be a number of percentage points >= 0, got {}",
+                self.hpa_shift_threshold
+            ));
+        }
         if self.target_utilization > 1.0 {
             return Err(format!(
                 "--target-utilization must be at most 1, got {}",
@@ -254,6 +263,8 @@ pub enum FindingKind {
     SpecError,
     ExplicitKept,
     Unsizable,
+    /// The proxy change moves an HPA's `Resource` utilisation (engine::hpa).
+    HpaShift,
 }
 
 impl FindingKind {
@@ -265,6 +276,7 @@ impl FindingKind {
             FindingKind::SpecError => "SpecError",
             FindingKind::ExplicitKept => "ExplicitKept",
             FindingKind::Unsizable => "Unsizable",
+            FindingKind::HpaShift => "HpaShift",
         }
     }
 }

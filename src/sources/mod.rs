@@ -4,5 +4,7 @@
 pub mod cluster;
 pub mod configmaps;
 pub mod history;
+pub mod hpa;
 pub mod kube;
+pub mod oneshot;
 pub mod specs;

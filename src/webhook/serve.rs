@@ -3,6 +3,7 @@
 
 use crate::certs;
 use crate::engine::constraints::ClusterSnapshot;
+use crate::engine::hpa::HpaSnapshot;
 use crate::engine::pipeline::Snapshots;
 use crate::engine::spec::SpecStore;
 use crate::metrics::{DecisionLabels, KindLabel, Metrics, ReasonLabel};
@@ -44,6 +45,8 @@ pub struct ServeConfig {
     pub spec_configmaps: Option<crate::sources::kube::KubeSource>,
     /// Also keep every namespace's LimitRanges and ResourceQuotas (`sources::cluster`).
     pub cluster_constraints: Option<crate::sources::kube::KubeSource>,
+    /// Watch HorizontalPodAutoscalers (autoscaling/v2) for HpaShift findings (`sources::hpa`).
+    pub hpa_aware: Option<crate::sources::kube::KubeSource>,
     /// How long start-up waits for the first lists (ConfigMap specs, cluster constraints)
     /// before turning ready anyway.
     pub spec_sync_timeout: Duration,
@@ -77,6 +80,8 @@ pub struct Shared {
     pub learned: ArcSwap<UsageSnapshot>,
     /// LimitRanges and ResourceQuotas (`--cluster-constraints`), from `sources::cluster`.
     pub cluster: ArcSwap<ClusterSnapshot>,
+    /// HPAs (`--hpa-aware`), from `sources::hpa`; `None` when off.
+    pub hpas: Option<ArcSwap<HpaSnapshot>>,
     pub metrics: Metrics,
     pub ready: AtomicBool,
     inflight: tokio::sync::Semaphore,
@@ -197,10 +202,12 @@ impl Shared {
                 let specs = self.specs.load();
                 let usage = self.usage.load();
                 let cluster = self.cluster.load();
+                let hpas = self.hpas.as_ref().map(ArcSwap::load);
                 let snaps = Snapshots {
                     specs: &specs,
                     usage: &usage,
                     cluster: &cluster,
+                    hpas: hpas.as_deref().map(|h| &**h),
                 };
                 wire::review(&body, path_mode, &self.settings, &snaps)
             }
@@ -423,6 +430,7 @@ pub struct Running {
     refresh_task: Option<JoinHandle<()>>,
     cm_task: Option<JoinHandle<()>>,
     cluster_task: Option<JoinHandle<()>>,
+    hpa_task: Option<JoinHandle<()>>,
     lag_task: JoinHandle<()>,
     grace: Duration,
 }
@@ -437,9 +445,14 @@ impl Running {
         let _ = self.health_stop.send(true);
         let health = self.health_task.await;
         self.reload_task.abort();
-        for t in [&self.refresh_task, &self.cm_task, &self.cluster_task]
-            .into_iter()
-            .flatten()
+        for t in [
+            &self.refresh_task,
+            &self.cm_task,
+            &self.cluster_task,
+            &self.hpa_task,
+        ]
+        .into_iter()
+        .flatten()
         {
             t.abort();
         }
@@ -483,6 +496,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         file_usage: ArcSwap::from_pointee(UsageSnapshot::default()),
         learned: ArcSwap::from_pointee(UsageSnapshot::default()),
         cluster: ArcSwap::from_pointee(ClusterSnapshot::default()),
+        hpas: config
+            .hpa_aware
+            .as_ref()
+            .map(|_| ArcSwap::from_pointee(HpaSnapshot::default())),
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(config.limits.max_inflight.max(1)),
@@ -646,6 +663,26 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let hpa_task = match &config.hpa_aware {
+        Some(source) => {
+            let client = kube
+                .get(source)
+                .await
+                .context("--hpa-aware: cannot build a Kubernetes client")?;
+            let synced = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn(crate::sources::hpa::watch(
+                client,
+                shared.clone(),
+                synced.clone(),
+            ));
+            waits.push((
+                synced,
+                "horizontalpodautoscalers not listed yet; no HpaShift findings until they are",
+            ));
+            Some(task)
+        }
+        None => None,
+    };
     let deadline = tokio::time::Instant::now() + config.spec_sync_timeout;
     for (synced, warning) in waits {
         if tokio::time::timeout_at(deadline, synced.notified())
@@ -694,6 +731,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         refresh_task,
         cm_task,
         cluster_task,
+        hpa_task,
         lag_task,
         delay: config.shutdown_delay,
         grace: config.shutdown_grace,

@@ -486,6 +486,7 @@ mod tests {
                 specs: &Default::default(),
                 usage: &Default::default(),
                 cluster: &Default::default(),
+                hpas: None,
             },
         )
     }

@@ -50,6 +50,7 @@ pub struct Opts {
     pub history_max_age: Duration,
     pub spec_configmaps: Option<sidecar_sizer::sources::kube::KubeSource>,
     pub cluster_constraints: Option<sidecar_sizer::sources::kube::KubeSource>,
+    pub hpa_aware: Option<sidecar_sizer::sources::kube::KubeSource>,
     /// How long `start` waits for the first lists of the cluster sources.
     pub sync_timeout: Duration,
     /// Serve these TLS files (cert, key, CA PEM) instead of a fresh pair.
@@ -70,6 +71,7 @@ impl Default for Opts {
             history_max_age: Duration::from_secs(72 * 3600),
             spec_configmaps: None,
             cluster_constraints: None,
+            hpa_aware: None,
             sync_timeout: Duration::from_secs(10),
             tls: None,
             client_ca: None,
@@ -111,6 +113,7 @@ impl TestServer {
             history_max_age: opts.history_max_age,
             spec_configmaps: opts.spec_configmaps,
             cluster_constraints: opts.cluster_constraints,
+            hpa_aware: opts.hpa_aware,
             spec_sync_timeout: opts.sync_timeout,
             settings: opts.settings,
             reload_interval: Duration::from_millis(200),
