@@ -31,7 +31,7 @@ run: build certs/tls.crt
 	  $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL))
 
 # All tests. Installs what the tests need (Debian's prometheus: prometheus + promtool for
-# the history tests), builds every test target once, then runs them.
+# the history tests; Debian's chromium and PyPI's markdown for the report tests), builds every test target once, then runs them.
 test: test-deps
 	$(CARGO) build --all-targets --locked
 	$(CARGO) test --all-targets --locked
@@ -43,6 +43,14 @@ test-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the report's HTML test (headless --dump-dom)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@python3 -c 'import markdown' 2>/dev/null || { \
+	  echo "installing Python-Markdown (PyPI) for the report's markdown test"; \
+	  python3 -m pip install -q markdown; }
 
 # Render every overlay and validate every object (run by `make test`).
 manifests-check: test-deps manifests-static

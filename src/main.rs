@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::Parser as _;
 use sidecar_sizer::cli::{Cli, Command, HistoryCommand, LogFormat, SpecCommand};
 use sidecar_sizer::sources::specs;
 use sidecar_sizer::webhook::serve as server;
@@ -25,7 +25,18 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Bad flags exit 1 (DESIGN §2: `review` and `report` give 2 another meaning).
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Serve(args) => {
             init_logging(cli.log_format);

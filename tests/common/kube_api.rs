@@ -1,6 +1,8 @@
 //! A test double of the Kubernetes API at the HTTP level (plain HTTP on 127.0.0.1:0), for
-//! the cluster sources: cluster-wide collections of the core group (`/api/v1/<resource>`)
-//! with list (resourceVersion, `limit`/`continue` pagination, `labelSelector=k=v,...`) and
+//! the cluster sources and `report`: collections of the core group (`/api/v1/<resource>`,
+//! key `<resource>`) and of named groups (`/apis/<group>/<version>/<resource>`, key
+//! `<group>/<version>/<resource>`), cluster-wide or per namespace
+//! (`.../namespaces/<ns>/<resource>`), `GET /api/v1/namespaces/<name>`, with list (resourceVersion, `limit`/`continue` pagination, `labelSelector=k=v,...`) and
 //! watch (`?watch=true&resourceVersion=N`: newline-delimited JSON events ADDED, MODIFIED,
 //! DELETED, BOOKMARK, and ERROR 410 once the history before a watch's resourceVersion is
 //! compacted away, as the real apiserver does).
@@ -21,7 +23,10 @@ use tokio::sync::Notify;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verb {
+    /// Any list request (first page or a continuation).
     List,
+    /// Only list requests that carry a `continue` token.
+    Continue,
     Watch,
 }
 
@@ -61,6 +66,9 @@ struct State {
     drops: u64,
     /// resource → highest resourceVersion written to a watch connection.
     delivered: HashMap<String, u64>,
+    /// (resource, namespace) pairs answered 403 Forbidden; namespace `None` = the
+    /// cluster-wide list.
+    forbidden: Vec<(String, Option<String>)>,
 }
 
 pub struct KubeApi {
@@ -98,6 +106,7 @@ impl KubeApi {
             next_token: 0,
             drops: 0,
             delivered: HashMap::new(),
+            forbidden: Vec::new(),
         }));
         let (changed, _) = tokio::sync::watch::channel(0u64);
         let (st, ch) = (state.clone(), changed.clone());
@@ -157,7 +166,7 @@ impl KubeApi {
             s.rv += 1;
             let rv = s.rv;
             let c = s.collection(resource);
-            let object = json!({"apiVersion": "v1", "kind": c.kind,
+            let object = json!({"apiVersion": api_version(resource), "kind": c.kind,
                 "metadata": {"resourceVersion": rv.to_string()}});
             c.events.push((rv, "BOOKMARK", object));
             rv
@@ -177,6 +186,15 @@ impl KubeApi {
     /// Close every open watch without an event (a dropped connection).
     pub fn drop_watches(&self) {
         self.with(|s| s.drops += 1);
+    }
+
+    /// Answer 403 Forbidden to lists of `resource` in `namespace` (`None`: across all
+    /// namespaces), as RBAC does for a subject without that permission.
+    pub fn forbid(&self, resource: &str, namespace: Option<&str>) {
+        self.with(|s| {
+            s.forbidden
+                .push((resource.to_string(), namespace.map(str::to_string)))
+        });
     }
 
     /// The next `verb` request on `resource` gets `fault` (faults queue up in order).
@@ -212,8 +230,15 @@ impl KubeApi {
             .into_iter()
             .filter(|r| {
                 let (path, query) = target(r);
-                path == format!("/api/v1/{resource}")
-                    && (verb == Verb::Watch) == (param(&query, "watch").as_deref() == Some("true"))
+                let Some(route) = route(&path) else {
+                    return false;
+                };
+                route.resource == resource
+                    && match verb {
+                        Verb::Watch => param(&query, "watch").as_deref() == Some("true"),
+                        Verb::List => param(&query, "watch").as_deref() != Some("true"),
+                        Verb::Continue => param(&query, "continue").is_some(),
+                    }
             })
             .collect()
     }
@@ -244,7 +269,7 @@ impl State {
         let rv = self.rv;
         let c = self.collection(resource);
         let key = key_of(&object);
-        object["apiVersion"] = json!("v1");
+        object["apiVersion"] = json!(api_version(resource));
         object["kind"] = json!(c.kind);
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let kind = if c.objects.insert(key, object.clone()).is_some() {
@@ -272,6 +297,54 @@ impl State {
         }
         rv
     }
+}
+
+/// `v1` for the core group, `<group>/<version>` for a key `<group>/<version>/<resource>`.
+fn api_version(resource: &str) -> String {
+    match resource.rsplit_once('/') {
+        Some((gv, _)) => gv.to_string(),
+        None => "v1".to_string(),
+    }
+}
+
+/// What a request path asks for.
+struct Route {
+    /// Collection key: `pods`, `apps/v1/replicasets`, ...
+    resource: String,
+    /// `.../namespaces/<ns>/<resource>`: only that namespace.
+    namespace: Option<String>,
+    /// `GET /api/v1/namespaces/<name>`: one namespace object.
+    get: Option<String>,
+}
+
+fn route(path: &str) -> Option<Route> {
+    let (prefix, rest) = if let Some(r) = path.strip_prefix("/api/v1/") {
+        (String::new(), r)
+    } else {
+        let r = path.strip_prefix("/apis/")?;
+        let mut it = r.splitn(3, '/');
+        let (g, v, rest) = (it.next()?, it.next()?, it.next()?);
+        (format!("{g}/{v}/"), rest)
+    };
+    let seg: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    Some(match seg.as_slice() {
+        [res] => Route {
+            resource: format!("{prefix}{res}"),
+            namespace: None,
+            get: None,
+        },
+        ["namespaces", name] if prefix.is_empty() => Route {
+            resource: "namespaces".into(),
+            namespace: None,
+            get: Some(name.to_string()),
+        },
+        ["namespaces", ns, res] => Route {
+            resource: format!("{prefix}{res}"),
+            namespace: Some(ns.to_string()),
+            get: None,
+        },
+        _ => return None,
+    })
 }
 
 fn key_of(object: &Value) -> (String, String) {
@@ -367,28 +440,33 @@ async fn serve(
     };
     let (path, query) = target(&line);
     let watch = param(&query, "watch").as_deref() == Some("true");
-    let verb = if watch { Verb::Watch } else { Verb::List };
-    let resource = path
-        .strip_prefix("/api/v1/")
-        .unwrap_or_default()
-        .to_string();
+    let continued = param(&query, "continue").is_some();
+    let Some(route) = route(&path) else {
+        state.lock().unwrap().requests.push(line.clone());
+        return respond(sock, 404, &status_body(404, "NotFound", "no such path")).await;
+    };
+    let resource = route.resource.clone();
     let fault = {
         let mut s = state.lock().unwrap();
         s.requests.push(line.clone());
-        let i = s
-            .faults
-            .iter()
-            .position(|(r, v, _)| *r == resource && *v == verb);
+        let i = s.faults.iter().position(|(r, v, _)| {
+            *r == resource
+                && match v {
+                    Verb::Watch => watch,
+                    Verb::List => !watch,
+                    Verb::Continue => !watch && continued,
+                }
+        });
         i.and_then(|i| s.faults.remove(i)).map(|(_, _, f)| f)
     };
     match fault {
         Some(Fault::Status(code)) => {
-            return respond(
-                sock,
-                code,
-                &status_body(code, "InternalError", "injected fault"),
-            )
-            .await
+            let reason = match code {
+                410 => "Expired",
+                403 => "Forbidden",
+                _ => "InternalError",
+            };
+            return respond(sock, code, &status_body(code, reason, "injected fault")).await;
         }
         Some(Fault::Drop) => return,
         Some(Fault::Stall(release)) => release.notified().await,
@@ -397,6 +475,34 @@ async fn serve(
     if !state.lock().unwrap().collections.contains_key(&resource) {
         return respond(sock, 404, &status_body(404, "NotFound", "no such resource")).await;
     }
+    let denied = state
+        .lock()
+        .unwrap()
+        .forbidden
+        .iter()
+        .any(|(r, ns)| *r == resource && *ns == route.namespace && route.get.is_none());
+    if denied {
+        let msg = format!(
+            "{resource} is forbidden: cannot list resource {resource:?} {}",
+            route
+                .namespace
+                .as_deref()
+                .map_or("at the cluster scope".to_string(), |n| format!(
+                    "in the namespace {n:?}"
+                ))
+        );
+        return respond(sock, 403, &status_body(403, "Forbidden", &msg)).await;
+    }
+    if let Some(name) = &route.get {
+        let object = state.lock().unwrap().collections[&resource]
+            .objects
+            .get(&(String::new(), name.clone()))
+            .cloned();
+        return match object {
+            Some(o) => respond(sock, 200, &o).await,
+            None => respond(sock, 404, &status_body(404, "NotFound", "not found")).await,
+        };
+    }
     let selector = param(&query, "labelSelector");
     if watch {
         let from = param(&query, "resourceVersion")
@@ -404,12 +510,24 @@ async fn serve(
             .unwrap_or(0);
         stream_watch(sock, state, changed, resource, from, selector).await;
     } else {
-        let body = list(&state, &resource, &query, selector.as_deref());
+        let body = list(
+            &state,
+            &resource,
+            route.namespace.as_deref(),
+            &query,
+            selector.as_deref(),
+        );
         respond(sock, 200, &body).await;
     }
 }
 
-fn list(state: &Mutex<State>, resource: &str, query: &str, selector: Option<&str>) -> Value {
+fn list(
+    state: &Mutex<State>,
+    resource: &str,
+    namespace: Option<&str>,
+    query: &str,
+    selector: Option<&str>,
+) -> Value {
     let mut s = state.lock().unwrap();
     let (rv, mut rest) = match param(query, "continue").and_then(|t| s.pages.remove(&t)) {
         Some(page) => page,
@@ -418,6 +536,7 @@ fn list(state: &Mutex<State>, resource: &str, query: &str, selector: Option<&str
             let items: Vec<Value> = s.collections[resource]
                 .objects
                 .values()
+                .filter(|o| namespace.is_none_or(|ns| o["metadata"]["namespace"] == ns))
                 .filter(|o| matches_selector(o, selector))
                 .cloned()
                 .collect();
@@ -437,7 +556,7 @@ fn list(state: &Mutex<State>, resource: &str, query: &str, selector: Option<&str
         }
     }
     let kind = format!("{}List", s.collections[resource].kind);
-    json!({"apiVersion": "v1", "kind": kind, "metadata": meta, "items": rest})
+    json!({"apiVersion": api_version(resource), "kind": kind, "metadata": meta, "items": rest})
 }
 
 async fn stream_watch(
