@@ -65,12 +65,14 @@ manifests-static: certs/tls.crt
 	  > manifests/overlays/static-certs/generated/cabundle-patch.yaml
 
 # Benchmarks (never part of `make test`): criterion micro benches, then the macro run
-# against the fixed-response baseline with oha; report in target/bench-report.md.
+# against the fixed-response baseline with oha, then `report` over 50,000 pods against the
+# API double (scripts/bench_report.py); report in target/bench-report.md.
 bench:
-	$(CARGO) build --release --locked --bin sidecar-sizer --example baseline
+	$(CARGO) build --release --locked --bin sidecar-sizer --example baseline --example report_double
 	python3 scripts/gen_payloads.py
 	$(CARGO) bench --locked --bench admission -- --warm-up-time 1 --measurement-time 3
 	python3 scripts/bench.py
+	python3 scripts/bench_report.py
 
 # cargo-fuzz targets (fuzz/, outside the main build), FUZZ_SECONDS each (default 60).
 fuzz:

@@ -65,7 +65,7 @@ fn two_webhooks_as_designed() {
     );
 }
 
-/// The Deployment's args are valid `serve` flags and turn on both cluster sources; the
+/// The Deployment's args are valid `serve` flags and turn on the cluster sources; the
 /// ClusterRole lets them list and watch what they read, and nothing more.
 #[test]
 fn deployment_flags_and_rbac_agree() {
@@ -86,6 +86,7 @@ fn deployment_flags_and_rbac_agree() {
     let config = serve.to_config();
     assert!(config.spec_configmaps.is_some());
     assert!(config.cluster_constraints.is_some());
+    assert!(config.hpa_aware.is_some());
 
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/rbac.yaml"),
@@ -97,7 +98,8 @@ fn deployment_flags_and_rbac_agree() {
         .unwrap();
     let mut resources: Vec<String> = Vec::new();
     for rule in role["rules"].as_sequence().unwrap() {
-        assert_eq!(rule["apiGroups"][0], "", "core group only");
+        let group = rule["apiGroups"][0].as_str().unwrap().to_string();
+        assert_eq!(rule["apiGroups"].as_sequence().unwrap().len(), 1);
         let verbs: Vec<String> = rule["verbs"]
             .as_sequence()
             .unwrap()
@@ -106,9 +108,22 @@ fn deployment_flags_and_rbac_agree() {
             .collect();
         assert_eq!(verbs, ["get", "list", "watch"], "read-only");
         for r in rule["resources"].as_sequence().unwrap() {
-            resources.push(r.as_str().unwrap().to_string());
+            let r = r.as_str().unwrap();
+            resources.push(if group.is_empty() {
+                r.to_string()
+            } else {
+                format!("{r}.{group}")
+            });
         }
     }
     resources.sort();
-    assert_eq!(resources, ["configmaps", "limitranges", "resourcequotas"]);
+    assert_eq!(
+        resources,
+        [
+            "configmaps",
+            "horizontalpodautoscalers.autoscaling",
+            "limitranges",
+            "resourcequotas"
+        ]
+    );
 }

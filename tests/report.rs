@@ -596,7 +596,25 @@ async fn json_rows_totals_and_hpa_shift_by_hand_with_pagination_410_and_403() {
             rep == "cart-aaa-2",
             "{rep}: {warnings}"
         );
+        if rep == "cart-aaa-2" {
+            // The same finding on the dry-run path, and counted.
+            let (_, _, dry) = post(
+                &server.client(false),
+                &format!("{}/dry-run", server.base),
+                serde_json::to_vec(&review).unwrap(),
+            )
+            .await;
+            let dry = dry.unwrap();
+            let w = dry["response"]["warnings"].to_string();
+            assert!(w.contains("HpaShift: HPA cart-hpa cpu 61% -> 80%"), "{w}");
+            assert!(patch_of(&dry).is_none());
+        }
     }
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("sidecar_sizer_warnings_total{kind=\"HpaShift\"} 2"),
+        "{metrics}"
+    );
     server.stop().await;
 }
 

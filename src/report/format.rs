@@ -585,3 +585,61 @@ pub fn html(r: &Report) -> String {
     let _ = writeln!(out, "<script>{SCRIPT}</script></body></html>");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{NamespaceTotals, Row};
+
+    fn report_named(ns: &str, name: &str) -> Report {
+        let row = Row {
+            namespace: ns.into(),
+            kind: "Pod".into(),
+            name: name.into(),
+            mode: "off".into(),
+            pods: 1,
+            current: Values::default(),
+            current_varies: false,
+            sized: None,
+            not_sized: Some("x".into()),
+            source: String::new(),
+            reasons: vec![],
+            notes: vec![],
+            findings: vec![],
+            sum_current: Sums::default(),
+            sum_sized: Sums::default(),
+        };
+        Report {
+            namespaces: vec![NamespaceTotals {
+                name: ns.into(),
+                mode: "off".into(),
+                pods: 1,
+                current: Sums::default(),
+                sized: Sums::default(),
+            }],
+            workloads: vec![row],
+            pods: 1,
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn html_escapes_every_name() {
+        let evil = "<script>alert('x')</script>&\"";
+        let html = html(&report_named(evil, evil));
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(!html.contains("alert('x')"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"));
+        // Exactly the one inline script of our own.
+        assert_eq!(html.matches("<script>").count(), 1);
+    }
+
+    #[test]
+    fn csv_quotes_and_markdown_escapes_pipes() {
+        let r = report_named("a,b", "x\"y|z");
+        let c = csv(&r);
+        assert!(c.contains("\"a,b\",Pod,\"x\"\"y|z\""), "{c}");
+        let m = markdown(&r);
+        assert!(m.contains("x\"y\\|z"), "{m}");
+    }
+}
