@@ -699,6 +699,16 @@ sized_cpu_limit_m,sized_memory_limit_bytes,source"
     );
     assert_eq!(by("debug")[5..9], ["", "", "", ""]);
 
+    // The default table: one line per workload after the header, then the totals.
+    let (code, table, err) = report(&f, &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let head: Vec<&str> = table.lines().take_while(|l| !l.is_empty()).collect();
+    assert_eq!(head.len(), 1 + expected_rows().len(), "{table}");
+    assert!(head[0].starts_with("NAMESPACE"), "{table}");
+    assert!(
+        table.contains("(cluster)") && table.contains("-340m"),
+        "{table}"
+    );
     let out_md = f.dir.path().join("r.md");
     let (code, _, err) = report(
         &f,
