@@ -520,3 +520,60 @@ fn strip(w: &str) -> &str {
 pub use run::run;
 
 mod run;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, created: &str, cpu: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created,
+                         "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app"},
+                {"name": "istio-proxy", "resources": {"requests": {"cpu": cpu}}}]},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn most_common_values_win_and_ties_go_to_the_newest_pod() {
+        let (settings, specs, usage, cluster, hpas) = (
+            Settings::default(),
+            SpecStore::default(),
+            UsageSnapshot::default(),
+            ClusterSnapshot::default(),
+            HpaSnapshot::default(),
+        );
+        let ctx = Context {
+            settings: &settings,
+            specs: &specs,
+            usage: &usage,
+            cluster: &cluster,
+            hpas: &hpas,
+        };
+        let mut agg = Aggregator::default();
+        agg.add(&pod("a", "2024-01-02T00:00:00Z", "300m"), &ctx);
+        agg.add(&pod("b", "2024-01-03T00:00:00Z", "200m"), &ctx);
+        let r = Aggregator {
+            workloads: agg.workloads.clone(),
+            ..Aggregator::default()
+        }
+        .finish(&HashMap::new(), vec![]);
+        assert_eq!(r.workloads[0].current.cpu_request, Some(200), "tie: newest");
+        assert!(r.workloads[0].current_varies);
+        assert_eq!(r.workloads[0].mode, "unknown");
+        agg.add(&pod("c", "2024-01-01T00:00:00Z", "300m"), &ctx);
+        let r = agg.finish(&HashMap::new(), vec![]);
+        assert_eq!(r.workloads[0].current.cpu_request, Some(300), "most common");
+        assert_eq!(r.workloads[0].pods, 3);
+        assert_eq!(r.current.cpu_request_millicores, 800);
+        // Pods that ended are not listed.
+        let mut done = pod("d", "2024-01-04T00:00:00Z", "1");
+        done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        let mut agg = Aggregator::default();
+        agg.add(&done, &ctx);
+        assert_eq!(agg.pods_listed, 0);
+    }
+}
