@@ -31,8 +31,9 @@ run: build certs/tls.crt
 	  $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL))
 
 # All tests. Installs what the tests need (Debian's prometheus: prometheus + promtool for
-# the history tests), builds every test target once, then runs them; then the manifests
-# check and the image check (builds the image with buildah, installed if missing).
+# the history tests; Debian's chromium and PyPI's markdown for the report tests), builds every
+# test target once, then runs them; then the manifests check and the image check (builds the
+# image with buildah, installed if missing).
 test: test-deps
 	$(CARGO) build --all-targets --locked
 	$(CARGO) test --all-targets --locked
@@ -45,6 +46,14 @@ test-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the report's HTML test (headless --dump-dom)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@python3 -c 'import markdown' 2>/dev/null || { \
+	  echo "installing Python-Markdown (PyPI) for the report's markdown test"; \
+	  python3 -m pip install -q markdown; }
 
 # Render every overlay and validate every object (run by `make test`).
 manifests-check: test-deps manifests-static
@@ -72,12 +81,14 @@ image-check: image
 	python3 scripts/image-check.py target/image/sidecar-sizer-$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1).oci.tar
 
 # Benchmarks (never part of `make test`): criterion micro benches, then the macro run
-# against the fixed-response baseline with oha; report in target/bench-report.md.
+# against the fixed-response baseline with oha, then `report` over 50,000 pods against the
+# API double (scripts/bench_report.py); report in target/bench-report.md.
 bench:
-	$(CARGO) build --release --locked --bin sidecar-sizer --example baseline
+	$(CARGO) build --release --locked --bin sidecar-sizer --example baseline --example report_double
 	python3 scripts/gen_payloads.py
 	$(CARGO) bench --locked --bench admission -- --warm-up-time 1 --measurement-time 3
 	python3 scripts/bench.py
+	python3 scripts/bench_report.py
 
 # cargo-fuzz targets (fuzz/, outside the main build), FUZZ_SECONDS each (default 60).
 fuzz:

@@ -51,6 +51,7 @@ fn benches(c: &mut Criterion) {
         usage: &usage,
         cluster: &cluster,
         mesh: None,
+        hpas: None,
     };
 
     let mut full = c.benchmark_group("review");

@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
             usage: &Default::default(),
             cluster: &Default::default(),
             mesh: None,
+            hpas: None,
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?

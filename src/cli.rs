@@ -50,6 +50,9 @@ pub enum Command {
     /// Mesh scope: what each proxy sees and what a Sidecar resource would save.
     #[command(subcommand)]
     Mesh(MeshCommand),
+    /// What enforcing would change in the cluster: live pods with an istio-proxy, grouped
+    /// by workload, current vs sized, totals per namespace and cluster, HpaShift findings.
+    Report(Box<ReportArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +134,65 @@ pub struct MeshSuggestArgs {
     pub prometheus: PrometheusArgs,
     #[command(flatten)]
     pub model: MeshModelArgs,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned columns, human units.
+    Table,
+    /// Markdown tables (totals, namespaces, workloads).
+    Markdown,
+    /// One row per workload, a header row, raw numbers (millicores, bytes).
+    Csv,
+    /// One JSON document (README "report JSON").
+    Json,
+    /// One self-contained HTML file: totals, a sortable table, an SVG chart.
+    Html,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Exit codes: 0 done (namespaces the sizer may not list are reported as unreadable), \
+1 bad flags or unreadable specs/history, 2 the cluster could not be listed."
+)]
+pub struct ReportArgs {
+    /// Only this namespace (repeatable); default: all namespaces.
+    #[arg(long = "namespace", short = 'n', value_name = "NS")]
+    pub namespace: Vec<String>,
+    /// Only pods matching this label selector (e.g. app=cart,tier!=batch).
+    #[arg(long, short = 'l', env = "SIDECAR_SIZER_SELECTOR")]
+    pub selector: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table, env = "SIDECAR_SIZER_REPORT_FORMAT")]
+    pub format: ReportFormat,
+    /// Write the report here instead of stdout.
+    #[arg(long, short = 'o', env = "SIDECAR_SIZER_OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// Kubernetes API URL (default: in-cluster, else kubeconfig).
+    #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
+    /// Give up on an API call that has not answered (or connected) within this long: exit 2.
+    #[arg(long, default_value = "30s", value_parser = duration_arg, env = "SIDECAR_SIZER_KUBE_TIMEOUT")]
+    pub kube_timeout: Duration,
+    /// Team specs: DIR/<namespace>/<workload>.yaml.
+    #[arg(long, env = "SIDECAR_SIZER_SPEC_DIR")]
+    pub spec_dir: Option<PathBuf>,
+    /// Also read team specs from ConfigMaps labelled sidecar-sizer.io/spec=true (listed
+    /// once); they win over --spec-dir for the same workload, as in serve.
+    #[arg(long, env = "SIDECAR_SIZER_SPEC_CONFIGMAPS")]
+    pub spec_configmaps: bool,
+    /// Usage history file (CSV).
+    #[arg(long, env = "SIDECAR_SIZER_HISTORY")]
+    pub history: Option<PathBuf>,
+    /// History store to read (history.json).
+    #[arg(long, env = "SIDECAR_SIZER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Replace explicit sidecar.istio.io/proxy* annotations instead of keeping them.
+    #[arg(long, env = "SIDECAR_SIZER_OVERRIDE_EXPLICIT")]
+    pub override_explicit: bool,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -370,9 +432,14 @@ pub struct ServeArgs {
     pub metrics_api: bool,
     #[command(flatten)]
     pub metrics_api_args: MetricsApiArgs,
-    /// Kubernetes API URL for --spec-configmaps, --cluster-constraints, --mesh-scope and
-    /// --metrics-api
-    /// (default: in-cluster, else kubeconfig).
+    /// Warn (HpaShift, in dry-run and enforce) when the proxy request change moves an
+    /// autoscaling/v2 HPA's Resource utilisation by --hpa-shift-threshold or more: watch
+    /// HorizontalPodAutoscalers in all namespaces in the background (needs get/list/watch
+    /// on horizontalpodautoscalers.autoscaling).
+    #[arg(long, env = "SIDECAR_SIZER_HPA_AWARE")]
+    pub hpa_aware: bool,
+    /// Kubernetes API URL for --spec-configmaps, --cluster-constraints, --mesh-scope,
+    /// --metrics-api and --hpa-aware (default: in-cluster, else kubeconfig).
     #[arg(long, env = "SIDECAR_SIZER_KUBE_API_URL")]
     pub kube_api_url: Option<String>,
     /// Seconds start-up waits for the first lists of --spec-configmaps and
@@ -542,6 +609,14 @@ pub struct PolicyArgs {
     /// scope (none, or a */* egress host).
     #[arg(long, default_value_t = 50, env = "SIDECAR_SIZER_SCOPE_WARN_SERVICES")]
     pub scope_warn_services: usize,
+    /// Warn (HpaShift) when the proxy change moves an HPA's Resource utilisation by at
+    /// least this many percentage points (serve --hpa-aware, report).
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        env = "SIDECAR_SIZER_HPA_SHIFT_THRESHOLD"
+    )]
+    pub hpa_shift_threshold: f64,
     /// Istio's default CPU request (used when nothing else applies).
     #[arg(long, default_value = "100m", value_parser = cpu_arg, env = "SIDECAR_SIZER_DEFAULT_CPU")]
     pub default_cpu: Cpu,
@@ -608,6 +683,7 @@ impl PolicyArgs {
             imbalance_threshold: self.imbalance_threshold,
             drift_threshold: self.drift_threshold,
             scope_warn_services: self.scope_warn_services,
+            hpa_shift_threshold: self.hpa_shift_threshold,
             default_requests: Resources {
                 cpu: self.default_cpu,
                 memory: self.default_memory,
@@ -651,6 +727,7 @@ impl ServeArgs {
                         .to_config(self.prometheus.history_window, self.state_dir.clone()),
                 )
             }),
+            hpa_aware: self.hpa_aware.then(|| self.kube_source()),
             spec_sync_timeout: Duration::from_secs_f64(self.spec_sync_timeout),
             history_max_age: self.prometheus.history_max_age,
             settings: Settings {

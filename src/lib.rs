@@ -12,6 +12,7 @@ pub mod engine;
 pub mod history_cmd;
 pub mod mesh_cmd;
 pub mod metrics;
+pub mod report;
 pub mod review;
 pub mod sources;
 pub mod webhook;

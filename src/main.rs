@@ -1,8 +1,8 @@
-use clap::Parser;
+use clap::Parser as _;
 use sidecar_sizer::cli::{Cli, Command, HistoryCommand, LogFormat, MeshCommand, SpecCommand};
 use sidecar_sizer::sources::specs;
 use sidecar_sizer::webhook::serve as server;
-use sidecar_sizer::{certs, history_cmd, mesh_cmd, review};
+use sidecar_sizer::{certs, history_cmd, mesh_cmd, report, review};
 use std::process::ExitCode;
 
 fn init_logging(format: LogFormat) {
@@ -25,7 +25,18 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Bad flags exit 1 (DESIGN §2: `review` and `report` give 2 another meaning).
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Serve(args) => {
             init_logging(cli.log_format);
@@ -92,6 +103,13 @@ fn main() -> ExitCode {
             };
             let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
             ExitCode::from(runtime.block_on(review::run(&args, color)))
+        }
+        Command::Report(args) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            ExitCode::from(runtime.block_on(report::run(&args, progress)))
         }
         Command::History(HistoryCommand::Show(args)) => match history_cmd::load_for_show(&args) {
             Ok(snap) => {

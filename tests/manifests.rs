@@ -88,6 +88,7 @@ fn deployment_flags_and_rbac_agree() {
     assert!(config.cluster_constraints.is_some());
     assert!(config.metrics_api.is_some());
     assert!(config.mesh.is_some());
+    assert!(config.hpa_aware.is_some());
     // Durable history is in the cluster (checkpoints) or Prometheus: no emptyDir state.
     assert!(config.state_dir.is_none());
     let env = &deploy["spec"]["template"]["spec"]["containers"][0]["env"];
@@ -149,6 +150,7 @@ fn deployment_flags_and_rbac_agree() {
     assert_eq!(
         names,
         [
+            "autoscaling/horizontalpodautoscalers",
             "configmaps",
             "limitranges",
             "metrics.k8s.io/pods",

@@ -203,6 +203,7 @@ impl Webhook {
             usage: &self.usage,
             cluster: &self.cluster,
             mesh: None,
+            hpas: None,
         };
         let body = serde_json::to_vec(review).unwrap();
         let answer = wire::review(&body, Mode::Enforce, &self.settings, &snaps).unwrap();

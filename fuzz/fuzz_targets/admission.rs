@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let (specs, usage) = context();
     for mode in [Mode::Enforce, Mode::DryRun] {
         let cluster = Default::default();
-        let snaps = Snapshots { specs, usage, cluster: &cluster };
+        let snaps = Snapshots { specs, usage, cluster: &cluster, mesh: None, hpas: None };
         let Ok(answer) = review(data, mode, &Settings::default(), &snaps) else {
             continue;
         };

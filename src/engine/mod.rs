@@ -2,6 +2,7 @@
 //! depends on is an argument; background sources hand in snapshots.
 
 pub mod constraints;
+pub mod hpa;
 pub mod istio;
 pub mod learn;
 pub mod mesh;

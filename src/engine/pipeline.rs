@@ -3,6 +3,7 @@
 //! `report` differ only in how they get the pod and what they do with the answer.
 
 use crate::engine::constraints::ClusterSnapshot;
+use crate::engine::hpa::{self, HpaSnapshot};
 use crate::engine::mesh::MeshSnapshot;
 use crate::engine::patch::{self, Planned, ANN_CPU, ANN_CPU_LIMIT, ANN_MEMORY, ANN_MEMORY_LIMIT};
 use crate::engine::quantity::{Cpu, Memory};
@@ -25,6 +26,8 @@ pub struct Snapshots<'a> {
     pub cluster: &'a ClusterSnapshot,
     /// Mesh scope and memory model (`--mesh-scope`); None or not yet listed: unused.
     pub mesh: Option<&'a MeshSnapshot>,
+    /// HPAs (`serve --hpa-aware`, `report`): `None` means HPAs are not looked at.
+    pub hpas: Option<&'a HpaSnapshot>,
 }
 
 /// The static part of the context (flags).
@@ -132,6 +135,8 @@ pub struct Sized {
     pub warnings: Vec<String>,
     /// The pod asks for review only (`sidecar-sizer.io/mode: dry-run`).
     pub dry_run: bool,
+    /// What each HPA scaling the workload says of the change (with `Snapshots::hpas`).
+    pub hpa: Vec<hpa::Judgement>,
 }
 
 /// What the pipeline says of one pod.
@@ -284,6 +289,29 @@ pub fn run(pod: &Pod, ctx: &PodContext<'_>, settings: &Settings, snaps: &Snapsho
         Ok(p) => p,
         Err(e) => return not_sized(workload, e.into(), decision, warnings),
     };
+    let mut judgements = Vec::new();
+    if let Some(hpas) = snaps.hpas {
+        let usage = snaps.usage.get(&workload.namespace, &workload.name);
+        let (current, _) = current_size(pod, &settings.policy);
+        for h in hpas.targeting(&workload) {
+            judgements.extend(hpa::judge(
+                h,
+                pod,
+                usage,
+                current,
+                planned.requests,
+                settings.policy.hpa_shift_threshold,
+            ));
+        }
+        for j in &judgements {
+            if let Some(message) = j.message(app) {
+                decision.findings.push(Finding {
+                    kind: sizing::FindingKind::HpaShift,
+                    message,
+                });
+            }
+        }
+    }
     warnings.extend(finding_warnings(&decision.findings, &planned));
     Verdict::Sized(Box::new(Sized {
         workload,
@@ -292,6 +320,7 @@ pub fn run(pod: &Pod, ctx: &PodContext<'_>, settings: &Settings, snaps: &Snapsho
         patched,
         warnings,
         dry_run,
+        hpa: judgements,
     }))
 }
 

@@ -41,6 +41,8 @@ pub struct Policy {
     pub drift_threshold: f64,
     /// MeshScope finding above this many visible services with no scope (`*/*` or none).
     pub scope_warn_services: usize,
+    /// HpaShift when an HPA's utilisation moves by at least this (percentage points).
+    pub hpa_shift_threshold: f64,
     /// Istio's own defaults, used when nothing else applies.
     pub default_requests: Resources,
     pub default_limits: Resources,
@@ -65,6 +67,7 @@ impl Default for Policy {
             imbalance_threshold: 0.30,
             drift_threshold: 0.30,
             scope_warn_services: 50,
+            hpa_shift_threshold: 10.0,
             default_requests: Resources {
                 cpu: Cpu(100),
                 memory: Memory(128 * MI),
@@ -88,6 +91,12 @@ impl Policy {
             }
         };
         fin_pos("target-utilization", self.target_utilization)?;
+        if !(self.hpa_shift_threshold.is_finite() && self.hpa_shift_threshold >= 0.0) {
+            return Err(format!(
+                "--hpa-shift-threshold must be a number of percentage points >= 0, got {}",
+                self.hpa_shift_threshold
+            ));
+        }
         if self.target_utilization > 1.0 {
             return Err(format!(
                 "--target-utilization must be at most 1, got {}",
@@ -279,6 +288,8 @@ pub enum FindingKind {
     ExplicitKept,
     Unsizable,
     MeshScope,
+    /// The proxy change moves an HPA's `Resource` utilisation (engine::hpa).
+    HpaShift,
 }
 
 impl FindingKind {
@@ -291,6 +302,7 @@ impl FindingKind {
             FindingKind::ExplicitKept => "ExplicitKept",
             FindingKind::Unsizable => "Unsizable",
             FindingKind::MeshScope => "MeshScope",
+            FindingKind::HpaShift => "HpaShift",
         }
     }
 }

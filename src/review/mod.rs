@@ -210,6 +210,7 @@ fn review_object(
         usage: ctx.usage,
         cluster: &cluster,
         mesh: None,
+        hpas: None,
     };
     let pctx = PodContext {
         namespace: Some(&namespace),
@@ -474,70 +475,19 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Load specs and usage the way `serve` does, for a one-shot review. Messages go to `notes`.
+/// Load specs and usage the way `serve` does, for a one-shot review. Messages go to `errors`.
 pub async fn load_context(
     args: &crate::cli::ReviewArgs,
     errors: &mut Vec<String>,
 ) -> (SpecStore, UsageSnapshot) {
-    let specs = match &args.spec_dir {
-        Some(dir) => {
-            let s = SpecStore::load_dir(dir, &SpecStore::default());
-            for e in &s.errors {
-                errors.push(format!("spec: {e}"));
-            }
-            s
-        }
-        None => SpecStore::default(),
-    };
-    let mut usage = UsageSnapshot::default();
-    if let Some(file) = &args.history {
-        match crate::sources::history::load_history_file(file) {
-            Ok((s, bad)) => {
-                for e in bad {
-                    errors.push(format!("{}: {e}", file.display()));
-                }
-                usage = s;
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    if let Some(dir) = &args.state_dir {
-        match crate::sources::history::store::load(dir) {
-            Ok(Some(s)) => {
-                let max_age = args.prometheus.history_max_age.as_secs();
-                if s.age_seconds(crate::sources::history::now_unix())
-                    .is_some_and(|a| a > max_age)
-                {
-                    eprintln!(
-                        "note: history store {} is older than --history-max-age; not used",
-                        dir.display()
-                    );
-                } else {
-                    usage = usage.overlaid(&s);
-                }
-            }
-            Ok(None) => {}
-            Err(e) => errors.push(e),
-        }
-    }
-    if let Some(cfg) = args.prometheus.to_config() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let fetched = match crate::sources::history::prometheus::client(&cfg) {
-            Ok(client) => crate::sources::history::prometheus::fetch(
-                &client,
-                &cfg,
-                crate::sources::history::now_unix(),
-            )
-            .await
-            .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        match fetched {
-            Ok(f) => usage = usage.overlaid(&f.snapshot),
-            Err(e) => errors.push(e),
-        }
-    }
-    (specs, usage)
+    crate::sources::oneshot::load(
+        args.spec_dir.as_deref(),
+        args.history.as_deref(),
+        args.state_dir.as_deref(),
+        &args.prometheus,
+        errors,
+    )
+    .await
 }
 
 /// The whole `review` command; returns the exit code.

@@ -21,3 +21,11 @@ pub async fn client(source: &KubeSource) -> anyhow::Result<Client> {
         }
     }
 }
+
+/// The client configuration for `source` (its `cluster_url` names the server in messages).
+pub async fn config(source: &KubeSource) -> anyhow::Result<kube::Config> {
+    match source {
+        KubeSource::Default => Ok(kube::Config::infer().await?),
+        KubeSource::Url(url) => Ok(kube::Config::new(url.parse()?)),
+    }
+}

@@ -3,6 +3,7 @@
 
 use crate::certs;
 use crate::engine::constraints::ClusterSnapshot;
+use crate::engine::hpa::HpaSnapshot;
 use crate::engine::mesh::MeshSnapshot;
 use crate::engine::pipeline::Snapshots;
 use crate::engine::spec::SpecStore;
@@ -52,6 +53,8 @@ pub struct ServeConfig {
         crate::sources::kube::KubeSource,
         crate::sources::metrics_api::MetricsApiConfig,
     )>,
+    /// Watch HorizontalPodAutoscalers (autoscaling/v2) for HpaShift findings (`sources::hpa`).
+    pub hpa_aware: Option<crate::sources::kube::KubeSource>,
     /// How long start-up waits for the first lists (ConfigMap specs, cluster constraints)
     /// before turning ready anyway.
     pub spec_sync_timeout: Duration,
@@ -89,6 +92,8 @@ pub struct Shared {
     pub cluster: ArcSwap<ClusterSnapshot>,
     /// Mesh scope and memory model (`--mesh-scope`), from `sources::mesh`.
     pub mesh: ArcSwap<MeshSnapshot>,
+    /// HPAs (`--hpa-aware`), from `sources::hpa`; `None` when off.
+    pub hpas: Option<ArcSwap<HpaSnapshot>>,
     pub metrics: Metrics,
     pub ready: AtomicBool,
     inflight: tokio::sync::Semaphore,
@@ -243,11 +248,13 @@ impl Shared {
                 let usage = self.usage.load();
                 let cluster = self.cluster.load();
                 let mesh = self.mesh.load();
+                let hpas = self.hpas.as_ref().map(ArcSwap::load);
                 let snaps = Snapshots {
                     specs: &specs,
                     usage: &usage,
                     cluster: &cluster,
                     mesh: Some(&mesh),
+                    hpas: hpas.as_deref().map(|h| &**h),
                 };
                 wire::review(&body, path_mode, &self.settings, &snaps)
             }
@@ -473,6 +480,7 @@ pub struct Running {
     mesh_task: Option<JoinHandle<()>>,
     metrics_api_task: Option<JoinHandle<()>>,
     metrics_api_stop: tokio::sync::watch::Sender<bool>,
+    hpa_task: Option<JoinHandle<()>>,
     lag_task: JoinHandle<()>,
     grace: Duration,
 }
@@ -497,6 +505,7 @@ impl Running {
             &self.cm_task,
             &self.cluster_task,
             &self.mesh_task,
+            &self.hpa_task,
         ]
         .into_iter()
         .flatten()
@@ -545,6 +554,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         metrics_usage: ArcSwap::from_pointee(UsageSnapshot::default()),
         cluster: ArcSwap::from_pointee(ClusterSnapshot::default()),
         mesh: ArcSwap::from_pointee(MeshSnapshot::default()),
+        hpas: config
+            .hpa_aware
+            .as_ref()
+            .map(|_| ArcSwap::from_pointee(HpaSnapshot::default())),
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(config.limits.max_inflight.max(1)),
@@ -752,6 +765,26 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let hpa_task = match &config.hpa_aware {
+        Some(source) => {
+            let client = kube
+                .get(source)
+                .await
+                .context("--hpa-aware: cannot build a Kubernetes client")?;
+            let synced = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn(crate::sources::hpa::watch(
+                client,
+                shared.clone(),
+                synced.clone(),
+            ));
+            waits.push((
+                synced,
+                "horizontalpodautoscalers not listed yet; no HpaShift findings until they are",
+            ));
+            Some(task)
+        }
+        None => None,
+    };
     let deadline = tokio::time::Instant::now() + config.spec_sync_timeout;
     for (synced, warning) in waits {
         if tokio::time::timeout_at(deadline, synced.notified())
@@ -803,6 +836,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         mesh_task,
         metrics_api_task,
         metrics_api_stop,
+        hpa_task,
         lag_task,
         delay: config.shutdown_delay,
         grace: config.shutdown_grace,

@@ -487,6 +487,7 @@ mod tests {
                 usage: &Default::default(),
                 cluster: &Default::default(),
                 mesh: None,
+                hpas: None,
             },
         )
     }

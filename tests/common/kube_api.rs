@@ -31,6 +31,19 @@ pub enum Verb {
     Get,
     Create,
     Replace,
+    /// A list request that carries a `continue` token (a later page); for faults and
+    /// `requests_of` only: such a request is also a `List`.
+    Continue,
+}
+
+impl Verb {
+    /// Does a request parsed as `p` count as `self`?
+    fn covers(self, p: &Parsed) -> bool {
+        self == p.verb
+            || (self == Verb::Continue
+                && p.verb == Verb::List
+                && param(&p.query, "continue").is_some())
+    }
 }
 
 /// What the next matching request gets instead of (or before) its normal answer.
@@ -62,6 +75,8 @@ struct State {
     collections: BTreeMap<String, Collection>,
     requests: Vec<String>,
     faults: VecDeque<(String, Verb, Fault)>,
+    /// (resource, namespace or None for cluster-wide): lists answer 403 Forbidden.
+    forbidden: Vec<(String, Option<String>)>,
     /// List pages never hold more than this, whatever `limit` asks (the apiserver may
     /// return fewer items than `limit`; clients must follow `continue`).
     page_cap: usize,
@@ -109,6 +124,7 @@ impl KubeApi {
             collections,
             requests: Vec::new(),
             faults: VecDeque::new(),
+            forbidden: Vec::new(),
             page_cap: usize::MAX,
             pages: HashMap::new(),
             next_token: 0,
@@ -212,6 +228,15 @@ impl KubeApi {
     }
 
     /// Forget every queued fault.
+    /// Lists of `resource` in `namespace` (None: cluster-wide) answer 403 Forbidden, as
+    /// when RBAC does not allow them.
+    pub fn forbid(&self, resource: &str, namespace: Option<&str>) {
+        self.with(|s| {
+            s.forbidden
+                .push((resource.to_string(), namespace.map(str::to_string)))
+        });
+    }
+
     pub fn clear_faults(&self) {
         self.with(|s| s.faults.clear());
     }
@@ -242,7 +267,7 @@ impl KubeApi {
     pub fn requests_of(&self, resource: &str, verb: Verb) -> Vec<String> {
         self.requests()
             .into_iter()
-            .filter(|r| parse_request(r).is_some_and(|p| p.resource == resource && p.verb == verb))
+            .filter(|r| parse_request(r).is_some_and(|p| p.resource == resource && verb.covers(&p)))
             .collect()
     }
 
@@ -462,6 +487,7 @@ async fn respond(mut sock: TcpStream, status: u16, body: &Value) {
     let body = body.to_string();
     let reason = match status {
         200 => "OK",
+        403 => "Forbidden",
         404 => "Not Found",
         201 => "Created",
         409 => "Conflict",
@@ -497,7 +523,7 @@ async fn serve(
         let i = parsed.as_ref().and_then(|p| {
             s.faults
                 .iter()
-                .position(|(r, v, _)| *r == p.resource && *v == p.verb)
+                .position(|(r, v, _)| *r == p.resource && v.covers(p))
         });
         i.and_then(|i| s.faults.remove(i)).map(|(_, _, f)| f)
     };
@@ -527,6 +553,26 @@ async fn serve(
     else {
         return respond(sock, 404, &status_body(404, "NotFound", "no such resource")).await;
     };
+    let denied = p.verb == Verb::List
+        && state
+            .lock()
+            .unwrap()
+            .forbidden
+            .iter()
+            .any(|(r, ns)| *r == p.resource && *ns == p.namespace);
+    if denied {
+        let scope = p
+            .namespace
+            .as_deref()
+            .map_or("at the cluster scope".to_string(), |n| {
+                format!("in the namespace {n:?}")
+            });
+        let msg = format!(
+            "{} is forbidden: cannot list resource {:?} {scope}",
+            p.resource, p.resource
+        );
+        return respond(sock, 403, &status_body(403, "Forbidden", &msg)).await;
+    }
     let selector = param(&p.query, "labelSelector");
     match p.verb {
         Verb::Watch => {
@@ -544,7 +590,7 @@ async fn serve(
             )
             .await;
         }
-        Verb::List => {
+        Verb::List | Verb::Continue => {
             let body = list(
                 &state,
                 &p.resource,

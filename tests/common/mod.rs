@@ -55,6 +55,7 @@ pub struct Opts {
         sidecar_sizer::sources::kube::KubeSource,
         sidecar_sizer::sources::metrics_api::MetricsApiConfig,
     )>,
+    pub hpa_aware: Option<sidecar_sizer::sources::kube::KubeSource>,
     /// How long `start` waits for the first lists of the cluster sources.
     pub sync_timeout: Duration,
     /// Serve these TLS files (cert, key, CA PEM) instead of a fresh pair.
@@ -77,6 +78,7 @@ impl Default for Opts {
             cluster_constraints: None,
             mesh: None,
             metrics_api: None,
+            hpa_aware: None,
             sync_timeout: Duration::from_secs(10),
             tls: None,
             client_ca: None,
@@ -120,6 +122,7 @@ impl TestServer {
             cluster_constraints: opts.cluster_constraints,
             mesh: opts.mesh,
             metrics_api: opts.metrics_api,
+            hpa_aware: opts.hpa_aware,
             spec_sync_timeout: opts.sync_timeout,
             settings: opts.settings,
             reload_interval: Duration::from_millis(200),
