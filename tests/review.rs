@@ -9,18 +9,7 @@ use common::*;
 use std::process::{Command, Output, Stdio};
 
 fn review(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sidecar-sizer"))
-        .current_dir(repo())
-        .arg("review")
-        .args(args)
-        .args([
-            "--spec-dir",
-            "examples/specs",
-            "--history",
-            "examples/history.csv",
-        ])
-        .output()
-        .unwrap()
+    review_cmd(args)
 }
 
 fn golden(name: &str, got: &str) {

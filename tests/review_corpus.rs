@@ -23,19 +23,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn review(dir: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sidecar-sizer"))
-        .current_dir(repo())
-        .arg("review")
-        .arg(dir)
-        .args(extra)
-        .args([
-            "--spec-dir",
-            "examples/specs",
-            "--history",
-            "examples/history.csv",
-        ])
-        .output()
-        .unwrap()
+    review_cmd(std::iter::once(dir.as_os_str()).chain(extra.iter().map(std::ffi::OsStr::new)))
 }
 
 fn ensure_tools() -> bool {

@@ -18,7 +18,6 @@ use sidecar_sizer::engine::spec::SpecStore;
 use sidecar_sizer::sources::history::load_history_file;
 use sidecar_sizer::webhook::wire::{self, Mode, Outcome, Settings};
 use std::path::Path;
-use std::process::Command;
 
 const FOUR: [(&str, &str); 4] = [
     ("sidecar.istio.io/proxyCPU", "cpu"),
@@ -28,19 +27,7 @@ const FOUR: [(&str, &str); 4] = [
 ];
 
 fn review_cli(dir: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sidecar-sizer"))
-        .current_dir(repo())
-        .arg("review")
-        .arg(dir)
-        .args(extra)
-        .args([
-            "--spec-dir",
-            "examples/specs",
-            "--history",
-            "examples/history.csv",
-        ])
-        .output()
-        .unwrap()
+    review_cmd(std::iter::once(dir.as_os_str()).chain(extra.iter().map(std::ffi::OsStr::new)))
 }
 
 /// Every object of a manifest file (Lists flattened), as plain JSON.

@@ -18,6 +18,27 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `sidecar-sizer review ARGS… --spec-dir examples/specs --history examples/history.csv`,
+/// run from the repository root.
+pub fn review_cmd<I, S>(args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    std::process::Command::new(env!("CARGO_BIN_EXE_sidecar-sizer"))
+        .current_dir(repo())
+        .arg("review")
+        .args(args)
+        .args([
+            "--spec-dir",
+            "examples/specs",
+            "--history",
+            "examples/history.csv",
+        ])
+        .output()
+        .unwrap()
+}
+
 pub fn fixture(name: &str) -> Value {
     let path = repo().join("tests/fixtures").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
