@@ -291,3 +291,83 @@ fn replayed_reviews_answer_as_recorded() {
         assert!(all.contains(outcome), "no {outcome} answer in the set");
     }
 }
+
+/// The answers above come from the lean view, not from the typed fallback: it decodes
+/// every captured review (and the edits that stay well typed), and the pod it rebuilds
+/// carries what the typed decoder read for every field the pipeline uses.
+#[test]
+fn lean_view_decodes_the_captured_reviews() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::core::admission::AdmissionReview;
+    use sidecar_sizer::webhook::wire::decode_pod;
+    let mut lean = 0;
+    let all = inputs();
+    for (name, body) in &all {
+        let typed = serde_json::from_slice::<AdmissionReview<Pod>>(body).ok();
+        let Ok(pod) = decode_pod(body) else {
+            assert!(
+                name.contains('#') || name.starts_with("raw/"),
+                "{name}: a captured review the lean view cannot decode"
+            );
+            continue;
+        };
+        lean += 1;
+        let (Some(pod), Some(typed)) = (pod, typed.and_then(|t| t.request?.object)) else {
+            continue;
+        };
+        let (m, t) = (&pod.metadata, &typed.metadata);
+        assert_eq!(
+            (&m.name, &m.generate_name, &m.namespace),
+            (&t.name, &t.generate_name, &t.namespace),
+            "{name}"
+        );
+        assert_eq!(
+            (&m.labels, &m.annotations, &m.owner_references),
+            (&t.labels, &t.annotations, &t.owner_references),
+            "{name}"
+        );
+        let (Some(s), Some(ts)) = (&pod.spec, &typed.spec) else {
+            assert_eq!(pod.spec.is_none(), typed.spec.is_none(), "{name}");
+            continue;
+        };
+        assert_eq!(
+            (
+                &s.host_network,
+                &s.resources,
+                &s.overhead,
+                &s.active_deadline_seconds
+            ),
+            (
+                &ts.host_network,
+                &ts.resources,
+                &ts.overhead,
+                &ts.active_deadline_seconds
+            ),
+            "{name}"
+        );
+        let strip = |cs: &[k8s_openapi::api::core::v1::Container]| {
+            cs.iter()
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        c.resources.clone(),
+                        c.restart_policy.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&s.containers), strip(&ts.containers), "{name}");
+        assert_eq!(
+            s.init_containers.as_deref().map(strip),
+            ts.init_containers.as_deref().map(strip),
+            "{name}"
+        );
+    }
+    // Every captured review and the well-typed edits (all but 13 edits of each, and the raw
+    // bytes) go the lean way.
+    assert!(
+        lean * 3 > all.len() * 2,
+        "only {lean} of {} decoded lean",
+        all.len()
+    );
+}
