@@ -309,7 +309,8 @@ pub struct ServeArgs {
     /// Open TLS connections at most; more are closed at accept.
     #[arg(long, default_value_t = 1024, env = "SIDECAR_SIZER_MAX_CONNECTIONS")]
     pub max_connections: usize,
-    /// Reviews read or sized at once; more are answered allowed, unsized, at once.
+    /// Reviews being sized at once (a slot is taken once the body is read); more are
+    /// answered allowed, unsized, at once.
     #[arg(long, default_value_t = 256, env = "SIDECAR_SIZER_MAX_INFLIGHT")]
     pub max_inflight: usize,
     /// Seconds a client has to send its request headers, and to finish the TLS handshake.

@@ -363,7 +363,7 @@ fn lean_view_decodes_the_captured_reviews() {
             "{name}"
         );
     }
-    // Every captured review and the well-typed edits (all but 13 edits of each, and the raw
+    // Every captured review and the well-typed edits (all but the 13 mistyped edits of each, and the raw
     // bytes) go the lean way.
     assert!(
         lean * 3 > all.len() * 2,
