@@ -41,11 +41,13 @@ test: test-deps
 	$(MAKE) --no-print-directory image-check
 
 test-deps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
-	  echo "installing Debian's prometheus package (prometheus, promtool) for the history tests"; \
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	  && command -v openssl >/dev/null && command -v python3 >/dev/null || { \
+	  echo "installing Debian's prometheus (history tests), openssl and python3 (TLS rotation test)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    prometheus openssl python3 >/dev/null; }
 	@command -v chromium >/dev/null || { \
 	  echo "installing Debian's chromium for the report's HTML test (headless --dump-dom)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -1,5 +1,6 @@
-//! Micro benchmarks: the whole review (parse → decide → patch → validate → serialize) and
-//! decide + patch alone, for a small, a typical (~10 KB, Istio injected) and a large
+//! Micro benchmarks: the whole review (parse → decide → patch → validate → serialize),
+//! decide + patch alone, the lean parse the request path does and the typed parse it
+//! replaced, for a small, a typical (~10 KB, Istio injected) and a large
 //! (~100 KB) pod. Payloads come from `scripts/gen_payloads.py` (run by `make bench`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -8,7 +9,7 @@ use kube::core::admission::AdmissionReview;
 use sidecar_sizer::engine::pipeline::{run, PodContext, Settings, Snapshots};
 use sidecar_sizer::engine::spec::SpecStore;
 use sidecar_sizer::sources::history::load_history_file;
-use sidecar_sizer::webhook::wire::{review, Mode};
+use sidecar_sizer::webhook::wire::{decode_pod, review, Mode};
 use std::hint::black_box;
 use std::path::PathBuf;
 
@@ -85,6 +86,18 @@ fn benches(c: &mut Criterion) {
     }
     dp.finish();
 
+    // What the request path parses now: the lean view, rebuilt into the minimal Pod.
+    let mut lean = c.benchmark_group("parse-lean");
+    for name in ["small", "typical", "large"] {
+        let body = payload(name);
+        assert!(decode_pod(&body).unwrap().is_some());
+        lean.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| decode_pod(black_box(&body)).unwrap())
+        });
+    }
+    lean.finish();
+
+    // The typed decode of the whole review (the request path before the lean view).
     let mut parse = c.benchmark_group("parse");
     for name in ["small", "typical", "large"] {
         let body = payload(name);

@@ -33,25 +33,49 @@ pub struct CertBundle {
 }
 
 /// A fresh CA (path length 0: it signs leaves only): its issuer and its PEM.
+///
+/// Each CA gets a subject of its own (`<common_name> <16 hex digits of its public key>`)
+/// and a Subject Key Identifier. During a rotation the apiserver's `caBundle` holds the
+/// old and the new CA; OpenSSL looks issuers up by subject name, so two CAs with one name
+/// made every certificate from the second fail with "certificate signature failure".
 fn new_ca(common_name: &str) -> anyhow::Result<(Issuer<'static, KeyPair>, String)> {
+    let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name.push(DnType::CommonName, common_name);
+    ca.distinguished_name.push(
+        DnType::CommonName,
+        format!("{common_name} {}", key_suffix(&ca_key)),
+    );
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
     Ok((Issuer::new(ca, ca_key), ca_cert.pem()))
+}
+
+/// 16 hex digits from the middle of a fresh key's public key (random for every key).
+fn key_suffix(key: &KeyPair) -> String {
+    let raw = key.public_key_raw();
+    let tail = &raw[raw.len().saturating_sub(8)..];
+    tail.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A leaf's parameters: not a CA (explicitly, so it carries a Subject Key Identifier) and
+/// an Authority Key Identifier naming its CA's key.
+fn leaf_params() -> anyhow::Result<CertificateParams> {
+    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.use_authority_key_identifier_extension = true;
+    Ok(leaf)
 }
 
 /// A fresh CA and a serving certificate for `dns` names and `ips`.
 pub fn generate(dns: &[String], ips: &[IpAddr]) -> anyhow::Result<CertBundle> {
     let (issuer, ca_pem) = new_ca("sidecar-sizer dev CA")?;
 
-    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
+    let mut leaf = leaf_params()?;
     for name in dns {
         leaf.subject_alt_names.push(SanType::DnsName(
             name.clone()
@@ -91,7 +115,7 @@ pub fn generate(dns: &[String], ips: &[IpAddr]) -> anyhow::Result<CertBundle> {
 /// the apiserver presents such a certificate via its admission kubeconfig).
 pub fn generate_client(common_name: &str) -> anyhow::Result<CertBundle> {
     let (issuer, ca_pem) = new_ca("sidecar-sizer client CA")?;
-    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
+    let mut leaf = leaf_params()?;
     leaf.distinguished_name
         .push(DnType::CommonName, common_name);
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

@@ -328,8 +328,8 @@ pub struct PrometheusArgs {
     /// Timeout of each Prometheus query.
     #[arg(long, default_value = "30s", value_parser = duration_arg, env = "SIDECAR_SIZER_PROMETHEUS_TIMEOUT")]
     pub prometheus_timeout: Duration,
-    /// Time between refreshes (serve).
-    #[arg(long, default_value = "5m", value_parser = duration_arg, env = "SIDECAR_SIZER_PROMETHEUS_REFRESH")]
+    /// Time between refreshes (serve; at least 100ms).
+    #[arg(long, default_value = "5m", value_parser = interval_arg, env = "SIDECAR_SIZER_PROMETHEUS_REFRESH")]
     pub prometheus_refresh: Duration,
     /// Largest Prometheus answer accepted per query; larger ones fail the refresh.
     #[arg(long, default_value = "256Mi", value_parser = memory_arg, env = "SIDECAR_SIZER_PROMETHEUS_MAX_BYTES")]
@@ -359,6 +359,17 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 30s, 5m, 72h, 14d: {e}"))?;
     if d.is_zero() {
         return Err(format!("{s:?} must be longer than zero"));
+    }
+    Ok(d)
+}
+
+/// A duration that is the period of a background loop: at least [`MIN_INTERVAL`].
+fn interval_arg(s: &str) -> Result<Duration, String> {
+    let d = duration_arg(s)?;
+    if d < MIN_INTERVAL {
+        return Err(format!(
+            "{s:?} is shorter than the minimum of {MIN_INTERVAL:?}"
+        ));
     }
     Ok(d)
 }
@@ -457,9 +468,13 @@ pub struct ServeArgs {
     /// Replace explicit sidecar.istio.io/proxy* annotations instead of keeping them.
     #[arg(long, env = "SIDECAR_SIZER_OVERRIDE_EXPLICIT")]
     pub override_explicit: bool,
-    /// Seconds between checks of the spec dir, history file and TLS files.
-    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds, env = "SIDECAR_SIZER_RELOAD_INTERVAL")]
+    /// Seconds between checks of the spec dir, history file and TLS files (at least 0.1).
+    #[arg(long, default_value_t = 10.0, value_parser = interval_seconds, env = "SIDECAR_SIZER_RELOAD_INTERVAL")]
     pub reload_interval: f64,
+    /// Log lines buffered for the writer thread; when stderr cannot keep up and the buffer
+    /// is full, lines are dropped (sidecar_sizer_log_lines_dropped_total), never waited for.
+    #[arg(long, default_value_t = crate::logging::DEFAULT_BUFFER_LINES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000), env = "SIDECAR_SIZER_LOG_BUFFER_LINES")]
+    pub log_buffer_lines: usize,
     /// Seconds readiness is off after SIGTERM before the listener stops accepting.
     #[arg(long, default_value_t = 2.0, value_parser = non_negative_seconds, env = "SIDECAR_SIZER_SHUTDOWN_DELAY")]
     pub shutdown_delay: f64,
@@ -470,7 +485,8 @@ pub struct ServeArgs {
     /// Open TLS connections at most; more are closed at accept.
     #[arg(long, default_value_t = 1024, env = "SIDECAR_SIZER_MAX_CONNECTIONS")]
     pub max_connections: usize,
-    /// Reviews read or sized at once; more are answered allowed, unsized, at once.
+    /// Reviews being sized at once (a slot is taken once the body is read); more are
+    /// answered allowed, unsized, at once.
     #[arg(long, default_value_t = 256, env = "SIDECAR_SIZER_MAX_INFLIGHT")]
     pub max_inflight: usize,
     /// Seconds a client has to send its request headers, and to finish the TLS handshake.
@@ -657,12 +673,29 @@ fn non_negative_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Seconds, at least 1 ms (so the duration is never rounded to zero).
 fn positive_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive number of seconds")),
+        Ok(v) if v.is_finite() && (0.001..1e9).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0.001 and 1e9"
+        )),
     }
 }
+
+/// A period of a background loop: at least 0.1 s.
+fn interval_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (MIN_INTERVAL.as_secs_f64()..1e9).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between {} and 1e9",
+            MIN_INTERVAL.as_secs_f64()
+        )),
+    }
+}
+
+/// The shortest period of a background loop (`--reload-interval`, `--prometheus-refresh`).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 impl PolicyArgs {
     pub fn to_policy(&self) -> Policy {
@@ -915,5 +948,42 @@ mod tests {
         );
         let err = Cli::try_parse_from(["sidecar-sizer", "serve", "--max-cpu", "lots"]).unwrap_err();
         assert!(err.to_string().contains("lots"), "{err}");
+    }
+
+    #[test]
+    fn intervals_and_timeouts_are_validated() {
+        for (flag, value) in [
+            ("--reload-interval", "0"),
+            ("--reload-interval", "0.0000001"),
+            ("--reload-interval", "0.05"),
+            ("--reload-interval", "nan"),
+            ("--header-timeout", "1e-12"),
+            ("--max-budget", "0"),
+            ("--spec-sync-timeout", "0.0001"),
+            ("--prometheus-refresh", "1ms"),
+            ("--prometheus-refresh", "0s"),
+            ("--log-buffer-lines", "0"),
+        ] {
+            let err = Cli::try_parse_from(["sidecar-sizer", "serve", flag, value]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(flag), "{flag} {value}: {text}");
+            assert!(text.contains(value), "{flag} {value}: {text}");
+        }
+        let cli = Cli::try_parse_from([
+            "sidecar-sizer",
+            "serve",
+            "--reload-interval",
+            "0.1",
+            "--prometheus-refresh",
+            "100ms",
+            "--log-buffer-lines",
+            "1",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.to_config().reload_interval, Duration::from_millis(100));
+        assert_eq!(args.log_buffer_lines, 1);
     }
 }

@@ -10,6 +10,7 @@ pub mod certs;
 pub mod cli;
 pub mod engine;
 pub mod history_cmd;
+pub mod logging;
 pub mod mesh_cmd;
 pub mod metrics;
 pub mod report;

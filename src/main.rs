@@ -1,22 +1,9 @@
 use clap::Parser as _;
-use sidecar_sizer::cli::{Cli, Command, HistoryCommand, LogFormat, MeshCommand, SpecCommand};
+use sidecar_sizer::cli::{Cli, Command, HistoryCommand, MeshCommand, SpecCommand};
 use sidecar_sizer::sources::specs;
 use sidecar_sizer::webhook::serve as server;
-use sidecar_sizer::{certs, history_cmd, mesh_cmd, report, review};
+use sidecar_sizer::{certs, history_cmd, logging, mesh_cmd, report, review};
 use std::process::ExitCode;
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIDECAR_SIZER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new()
@@ -39,7 +26,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => {
-            init_logging(cli.log_format);
+            // Lines go through a bounded channel to a writer thread; the guard flushes them
+            // at exit, so it lives until the end of this arm.
+            let _log_guard = logging::init(cli.log_format, args.log_buffer_lines);
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };

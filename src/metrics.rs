@@ -21,6 +21,11 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    pub task: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
 }
@@ -40,6 +45,10 @@ pub struct Metrics {
     pub tls_reloads: Counter,
     pub connections_refused: Counter,
     pub runtime_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Log lines dropped because stderr could not keep up (set from `logging` at scrape).
+    pub log_lines_dropped: Counter,
+    /// Background tasks restarted after a panic, by task.
+    pub task_restarts: Family<TaskLabel, Counter>,
     pub reload_failures: Family<KindLabel, Counter>,
     pub history_stale: Gauge,
     pub history_refreshes: Family<KindLabel, Counter>,
@@ -153,8 +162,20 @@ impl Metrics {
         let runtime_lag_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "runtime_lag_seconds",
-            "How late the async runtime runs a 5 ms timer (queueing); reviews are shed above 1/8 of their budget",
+            "How late the async runtime runs a 5 ms timer (queueing); reviews are shed while it is above 1/8 of their budget",
             runtime_lag_seconds.clone(),
+        );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log buffer (--log-buffer-lines) was full: stderr did not keep up",
+            log_lines_dropped.clone(),
+        );
+        let task_restarts = Family::<TaskLabel, Counter>::default();
+        registry.register(
+            "task_restarts",
+            "Background tasks restarted after a panic, by task (reload, prometheus-refresh, configmaps, cluster, runtime-lag)",
+            task_restarts.clone(),
         );
         let history_stale = Gauge::default();
         registry.register(
@@ -283,6 +304,8 @@ impl Metrics {
             not_sized,
             connections_refused,
             runtime_lag_seconds,
+            log_lines_dropped,
+            task_restarts,
             history_stale,
             history_refreshes,
             history_series,

@@ -320,11 +320,22 @@ async fn overload_is_shed_quickly() {
         ..Opts::default()
     })
     .await;
-    // Two reviews whose bodies never finish hold both in-flight slots.
+    // Two reviews whose bodies never finish hold no review slot: a slot is taken only
+    // once the body is in, so the next review is sized.
     let _slow1 = stalled_review(&server, "/mutate?timeout=10s").await;
     let _slow2 = stalled_review(&server, "/mutate?timeout=10s").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let review = fixture("review-deployment-pod.json");
+    let (out, _) = check(&server, &review, "slow bodies pending").await;
+    assert!(
+        patch_of(&out).is_some(),
+        "stalled bodies held review slots: {out}"
+    );
+    drop((_slow1, _slow2));
+
+    // Both slots taken (held here, as two reviews being sized would): the next review is
+    // answered at once, allowed, unsized.
+    let held = server.shared().inflight.try_acquire_many(2).unwrap();
     let t = Instant::now();
     let (out, _) = check(&server, &review, "overloaded").await;
     assert!(
@@ -337,13 +348,12 @@ async fn overload_is_shed_quickly() {
         out["response"]["warnings"][0]
             .as_str()
             .unwrap()
-            .contains("overloaded"),
+            .contains("overloaded (all 2 review slots busy)"),
         "{out}"
     );
     let m = server.metrics().await;
     assert!(m.contains("outcome=\"shed\""), "{m}");
-    drop((_slow1, _slow2));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(held);
     let (out, _) = check(&server, &review, "after overload").await;
     assert!(
         patch_of(&out).is_some(),
@@ -376,6 +386,145 @@ async fn overload_is_shed_quickly() {
         patched += usize::from(p);
     }
     assert!(patched > 0, "some reviews still sized");
+    server.stop().await;
+}
+
+/// The runtime-lag shed, with a real lag: the server runs on a runtime of its own (one
+/// worker) that a task blocks 400 ms at a time, as a saturated core would. Reviews
+/// (budget 1.6 s: lag above 200 ms sheds) are answered allowed, unsized, with the lag in
+/// the warning; once the blocking stops, the lag decays and reviews are sized again.
+#[test]
+fn runtime_lag_is_shed() {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_rt.block_on(TestServer::start(Opts::default()));
+    let review = fixture("review-deployment-pod.json");
+    client_rt.block_on(async {
+        let (out, _) = check(&server, &review, "idle").await;
+        assert!(patch_of(&out).is_some(), "sized while idle: {out}");
+    });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog_stop = stop.clone();
+    server_rt.spawn(async move {
+        while !hog_stop.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(400));
+            tokio::task::yield_now().await;
+        }
+    });
+    std::thread::sleep(Duration::from_millis(900));
+    let mut shed = 0;
+    client_rt.block_on(async {
+        for i in 0..3 {
+            let (out, _) = check(&server, &review, &format!("lagging {i}")).await;
+            let w = out["response"]["warnings"][0].as_str().unwrap_or("");
+            if w.contains("overloaded (runtime lag") {
+                assert!(out["response"].get("patch").is_none(), "{out}");
+                shed += 1;
+            }
+        }
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        shed >= 2,
+        "only {shed} of 3 reviews shed under a 400 ms runtime lag"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    client_rt.block_on(async {
+        let (out, _) = check(&server, &review, "recovered").await;
+        assert!(
+            patch_of(&out).is_some(),
+            "sized once the lag is gone: {out}"
+        );
+        let m = server.metrics().await;
+        assert!(m.contains("outcome=\"shed\""), "{m}");
+    });
+    server_rt.block_on(server.stop());
+    client_rt.shutdown_background();
+    server_rt.shutdown_background();
+}
+
+/// A panic in the reload task: counted, `/readyz` 503 while it is down, restarted after
+/// 1 s, and then it still rotates the TLS certificate (new connections get the new one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_task_panic_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let ips = ["127.0.0.1".parse().unwrap()];
+    let old = sidecar_sizer::certs::generate(&["localhost".into()], &ips).unwrap();
+    sidecar_sizer::certs::write(dir.path(), &old).unwrap();
+    let server = TestServer::start(Opts {
+        tls: Some((
+            dir.path().join("tls.crt"),
+            dir.path().join("tls.key"),
+            old.ca_pem.clone(),
+        )),
+        ..Opts::default()
+    })
+    .await;
+    let readyz = || async {
+        reqwest::get(format!("{}/readyz", server.health))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(readyz().await, 200);
+    server.shared().inject_reload_panic();
+    // The reload interval is 200 ms and the restart delay 1 s: 503 is seen in between.
+    let t = Instant::now();
+    let mut seen_down = false;
+    while t.elapsed() < Duration::from_secs(3) {
+        if readyz().await == 503 {
+            seen_down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        seen_down,
+        "/readyz never went 503 with the reload task down"
+    );
+    let m = server.metrics().await;
+    assert!(
+        m.contains("sidecar_sizer_task_restarts_total{task=\"reload\"} 1"),
+        "{m}"
+    );
+    let t = Instant::now();
+    while readyz().await != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "reload task not restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The restarted task still reloads: rotate the certificate.
+    let new = sidecar_sizer::certs::generate(&["localhost".into()], &ips).unwrap();
+    sidecar_sizer::certs::write(dir.path(), &new).unwrap();
+    let only_new = client_trusting(&new.ca_pem, false);
+    let body = serde_json::to_vec(&fixture("review-deployment-pod.json")).unwrap();
+    let t = Instant::now();
+    loop {
+        let r = only_new
+            .post(format!("{}/mutate", server.base))
+            .body(body.clone())
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "certificate not reloaded after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.stop().await;
 }
 

@@ -77,6 +77,32 @@ async fn rotate_while_posting() {
             }
         }));
     }
+    // An OpenSSL client (Python's ssl) trusting both CAs too, a new handshake per request.
+    let both_file = vol.path().join("both-cas.pem");
+    std::fs::write(&both_file, &both).unwrap();
+    let body_file = vol.path().join("review.json");
+    std::fs::write(&body_file, &body).unwrap();
+    let stop_file = vol.path().join("stop");
+    let mut python = std::process::Command::new("python3")
+        .arg(repo().join("tests/support/ssl_client.py"))
+        .args([
+            &both_file,
+            std::path::Path::new(&url),
+            &body_file,
+            &stop_file,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut python_out = std::io::BufReader::new(python.stdout.take().unwrap());
+    let (python_out, first) = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut python_out, &mut line).unwrap();
+        (python_out, line)
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.trim(), "started", "python client did not get through");
     tokio::time::sleep(Duration::from_millis(300)).await;
     secret_volume_version(vol.path(), "..2026_11_22_01_00_00.2", &new);
 
@@ -97,11 +123,27 @@ async fn rotate_while_posting() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Long enough for both clients to make many new connections to the new certificate.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::SeqCst);
+    std::fs::write(&stop_file, "").unwrap();
     for p in posters {
         p.await.unwrap();
     }
+    let (status, rest) = tokio::task::spawn_blocking(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut { python_out }, &mut rest).unwrap();
+        (python.wait().unwrap(), rest)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "python client: {status:?} {rest}");
+    let openssl: serde_json::Value = serde_json::from_str(rest.trim()).unwrap();
+    assert_eq!(
+        openssl["failed"], 0,
+        "OpenSSL client failed during rotation: {openssl}"
+    );
+    assert!(openssl["ok"].as_u64().unwrap() > 10, "{openssl}");
     assert!(rotated, "new certificate never served");
     // And the old CA no longer works for new connections.
     let only_old = client_trusting(&old.ca_pem, false);
@@ -119,4 +161,76 @@ async fn rotate_while_posting() {
     let m = server.metrics().await;
     assert!(m.contains("sidecar_sizer_tls_reloads_total 1"), "{m}");
     server.stop().await;
+}
+
+/// `openssl x509` of one PEM certificate: subject, issuer and the key identifiers.
+fn openssl_x509(pem: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-issuer",
+            "-ext",
+            "subjectKeyIdentifier,authorityKeyIdentifier,basicConstraints",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pem.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The hex key identifier on the line after `header` in `openssl x509 -text` output.
+fn key_id(text: &str, header: &str) -> String {
+    let mut lines = text.lines();
+    lines
+        .find(|l| l.contains(header))
+        .unwrap_or_else(|| panic!("no {header}: {text}"));
+    let id = lines.next().unwrap().trim();
+    id.trim_start_matches("keyid:").to_string()
+}
+
+/// Read back by OpenSSL: every generated CA has a subject of its own, and each leaf names
+/// its CA's key (AKI = the CA's SKI) and has a key identifier of its own.
+#[test]
+fn generated_cas_are_distinct_and_leaves_name_their_ca() {
+    let ips = ["127.0.0.1".parse().unwrap()];
+    let a = certs::generate(&["localhost".into()], &ips).unwrap();
+    let b = certs::generate(&["localhost".into()], &ips).unwrap();
+    let (ca_a, ca_b) = (openssl_x509(&a.ca_pem), openssl_x509(&b.ca_pem));
+    let subject = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("subject="))
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(subject(&ca_a), subject(&ca_b), "two CAs share a subject");
+    for (ca, bundle) in [(&ca_a, &a), (&ca_b, &b)] {
+        let leaf = openssl_x509(&bundle.cert_pem);
+        assert_eq!(
+            key_id(&leaf, "Authority Key Identifier"),
+            key_id(ca, "Subject Key Identifier"),
+            "leaf AKI is not its CA's SKI:\n{leaf}\n{ca}"
+        );
+        assert_ne!(
+            key_id(&leaf, "Subject Key Identifier"),
+            key_id(ca, "Subject Key Identifier")
+        );
+        assert!(leaf.contains("CA:FALSE"), "{leaf}");
+        let issuer = leaf.lines().find(|l| l.starts_with("issuer=")).unwrap();
+        assert_eq!(
+            issuer.trim_start_matches("issuer="),
+            subject(ca).trim_start_matches("subject=")
+        );
+    }
 }

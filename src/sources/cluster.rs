@@ -160,7 +160,13 @@ pub async fn watch(client: Client, shared: Arc<Shared>, synced: Arc<tokio::sync:
             continue;
         }
         let first = !shared.cluster.load().synced;
-        let next = snapshot_of(&lr_reader, &rq_reader);
+        // Cloning every object into a new snapshot is CPU work: off the async workers.
+        let (lr, rq) = (lr_reader.clone(), rq_reader.clone());
+        let next = match tokio::task::spawn_blocking(move || snapshot_of(&lr, &rq)).await {
+            Ok(next) => next,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return, // the runtime is shutting down
+        };
         let (namespaces, lrs, rqs) = (next.by_namespace.len(), lr_reader.len(), rq_reader.len());
         if first || !relisted.is_empty() {
             tracing::info!(

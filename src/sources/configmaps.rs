@@ -57,12 +57,23 @@ pub async fn watch(client: Client, shared: Arc<Shared>, synced: Arc<tokio::sync:
             })
             .collect();
         let prev = shared.cm_specs.load_full();
-        let next = SpecStore::from_configmaps(
-            entries
-                .iter()
-                .map(|(ns, n, v, d)| (ns.as_str(), n.as_str(), v.as_str(), d)),
-            &prev,
-        );
+        // Parsing every spec is CPU work: off the async workers.
+        let (entries, next) = match tokio::task::spawn_blocking(move || {
+            let next = SpecStore::from_configmaps(
+                entries
+                    .iter()
+                    .map(|(ns, n, v, d)| (ns.as_str(), n.as_str(), v.as_str(), d)),
+                &prev,
+            );
+            (entries, next)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return, // the runtime is shutting down
+        };
+        let prev = shared.cm_specs.load_full();
         for e in &next.errors {
             if !prev.errors.contains(e) {
                 tracing::warn!(source = %e.path.display(), error = %e.message, "spec error");
@@ -74,7 +85,13 @@ pub async fn watch(client: Client, shared: Arc<Shared>, synced: Arc<tokio::sync:
             "configmap specs updated"
         );
         shared.cm_specs.store(Arc::new(next));
-        shared.recombine_specs();
+        let sh = shared.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || sh.recombine_specs()).await {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            return;
+        }
         synced.notify_one();
     }
 }

@@ -1,6 +1,7 @@
-//! Protection against slow and abusive clients: a connection limit (applied before the TLS
-//! handshake), an in-flight request limit, and the request budget taken from the
-//! apiserver's `?timeout=`.
+//! Protection against slow and abusive clients and against overload: a connection limit
+//! (applied before the TLS handshake), the request budget taken from the apiserver's
+//! `?timeout=`, and what the handler sheds on (`serve::Shared::handle`): the runtime lag
+//! measured here, a review-slot limit (taken after the body is read), the spent budget.
 
 use axum_server::accept::Accept;
 use std::io;
@@ -13,7 +14,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Limits {
     /// Open TLS connections at most; more are closed at accept.
     pub max_connections: usize,
-    /// Requests being read or sized at once; more are answered allowed-without-patch.
+    /// Reviews being sized at once (a slot is taken after the body is read); more are
+    /// answered allowed-without-patch.
     pub max_inflight: usize,
     pub handshake_timeout: Duration,
     /// Time a client has to send its request headers (HTTP/1.1).
@@ -116,7 +118,8 @@ impl<S: tower::Service<R>, R> tower::Service<R> for PermitService<S> {
 /// How late the async runtime runs a task that asked to wake every 5 ms: a measure of how
 /// long work waits in the run queue. When the one or two cores are saturated, reviews queue
 /// up (in the runtime and in socket buffers, before any handler can timestamp them); the lag
-/// shows it, and handlers then answer at once without sizing until the queue drains.
+/// shows it, and handlers (which read it with one atomic load) answer at once without
+/// sizing while it is above 1/8 of the review's budget, until the queue drains.
 #[derive(Debug, Default)]
 pub struct Lag {
     micros: std::sync::atomic::AtomicU64,

@@ -7,7 +7,7 @@ use crate::engine::hpa::HpaSnapshot;
 use crate::engine::mesh::MeshSnapshot;
 use crate::engine::pipeline::Snapshots;
 use crate::engine::spec::SpecStore;
-use crate::metrics::{DecisionLabels, KindLabel, Metrics, ReasonLabel};
+use crate::metrics::{DecisionLabels, KindLabel, Metrics, ReasonLabel, TaskLabel};
 use crate::sources::history::prometheus::{self, PromConfig};
 use crate::sources::history::{self, now_unix, store, UsageSnapshot};
 use crate::webhook::wire::{self, Answer, Mode, Settings};
@@ -96,8 +96,14 @@ pub struct Shared {
     pub hpas: Option<ArcSwap<HpaSnapshot>>,
     pub metrics: Metrics,
     pub ready: AtomicBool,
-    inflight: tokio::sync::Semaphore,
+    /// False while the reload task (spec dir, history file, TLS files) is down after a
+    /// panic, until it is restarted: `/readyz` answers 503 meanwhile.
+    pub reloader_alive: AtomicBool,
+    /// Review slots (`--max-inflight`): one is taken after the body is read, for sizing.
+    pub inflight: tokio::sync::Semaphore,
     max_inflight: usize,
+    /// Fault injection for tests: the next reload pass panics.
+    reload_panic: AtomicBool,
     lag: Arc<crate::webhook::limits::Lag>,
     max_budget: Duration,
     history_max_age: Duration,
@@ -190,7 +196,18 @@ impl Shared {
         self.usage.store(Arc::new(combined));
     }
 
-    /// One review: read the body within the budget, size (or shed), answer.
+    /// Make the next reload pass panic (tests of the reload task's recovery).
+    pub fn inject_reload_panic(&self) {
+        self.reload_panic.store(true, Ordering::SeqCst);
+    }
+
+    /// One review: read the body within the budget, then size it or shed it, answer.
+    ///
+    /// Shedding (answer allowed, no patch, a warning, `outcome="shed"`), checked in this
+    /// order once the body is in, with no lock: the runtime lag (an atomic the lag monitor
+    /// keeps) above 1/8 of the budget; no free review slot (`--max-inflight`); the budget
+    /// already spent. A slot is taken only after the body is read, so slow clients cannot
+    /// hold them.
     async fn handle(&self, req: Request, path_mode: Mode) -> Response {
         // Count time spent queued before this handler ran against the budget.
         let start = req
@@ -198,9 +215,8 @@ impl Shared {
             .get::<crate::webhook::limits::Arrival>()
             .map_or_else(Instant::now, |a| a.0);
         let budget = crate::webhook::limits::budget(req.uri().query(), self.max_budget);
-        let permit = self.inflight.try_acquire();
         let body = match tokio::time::timeout(
-            budget,
+            budget.saturating_sub(start.elapsed()),
             axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES),
         )
         .await
@@ -229,7 +245,15 @@ impl Shared {
                     .into_response();
             }
         };
-        let why = if permit.is_err() {
+        let lag = self.lag.get();
+        let permit = self.inflight.try_acquire();
+        let why = if lag > budget / 8 {
+            Some(format!(
+                "overloaded (runtime lag {} ms, over 1/8 of the {} ms budget)",
+                lag.as_millis(),
+                budget.as_millis()
+            ))
+        } else if permit.is_err() {
             Some(format!(
                 "overloaded (all {} review slots busy)",
                 self.max_inflight
@@ -337,7 +361,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
+    if s.ready.load(Ordering::SeqCst) && s.reloader_alive.load(Ordering::SeqCst) {
         "ready\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -345,6 +369,10 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    s.metrics
+        .log_lines_dropped
+        .inner()
+        .store(crate::logging::dropped_lines(), Ordering::Relaxed);
     (
         [(
             header::CONTENT_TYPE,
@@ -392,6 +420,17 @@ struct Reloader {
 }
 
 impl Reloader {
+    /// One periodic pass: spec dir, history file, TLS files, history age.
+    fn pass(&mut self) {
+        if self.shared.reload_panic.swap(false, Ordering::SeqCst) {
+            panic!("injected reload panic");
+        }
+        self.reload_specs();
+        let _ = self.reload_history();
+        self.reload_tls();
+        self.shared.recombine(false);
+    }
+
     fn reload_specs(&mut self) {
         let Some(dir) = &self.spec_dir else { return };
         let prev = self.shared.dir_specs.load_full();
@@ -527,6 +566,23 @@ impl Running {
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     // reqwest (Prometheus) and rustls use the ring provider process-wide.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    for (flag, every) in [
+        ("--reload-interval", Some(config.reload_interval)),
+        (
+            "--prometheus-refresh",
+            config
+                .prometheus
+                .as_ref()
+                .map(|_| config.prometheus_refresh),
+        ),
+    ] {
+        if every.is_some_and(|d| d < crate::cli::MIN_INTERVAL) {
+            anyhow::bail!(
+                "{flag} {every:?}: shorter than the minimum of {:?}",
+                crate::cli::MIN_INTERVAL
+            );
+        }
+    }
     config
         .settings
         .policy
@@ -560,6 +616,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             .map(|_| ArcSwap::from_pointee(HpaSnapshot::default())),
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
+        reloader_alive: AtomicBool::new(true),
+        reload_panic: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(config.limits.max_inflight.max(1)),
         max_inflight: config.limits.max_inflight.max(1),
         lag: Arc::new(crate::webhook::limits::Lag::default()),
@@ -652,29 +710,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     });
 
     let interval = config.reload_interval;
-    let reload_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            // Disk IO off the async workers.
-            reloader = match tokio::task::spawn_blocking(move || {
-                reloader.reload_specs();
-                let _ = reloader.reload_history();
-                reloader.reload_tls();
-                reloader.shared.recombine(false);
-                reloader
-            })
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "reload task failed; reloads stopped");
-                    return;
-                }
-            };
-        }
+    let reloader = Arc::new(Mutex::new(reloader));
+    let reload_task = supervise(shared.clone(), RELOAD_TASK, move || {
+        reload_loop(reloader.clone(), interval)
     });
 
     // Cluster sources share one client; start-up waits for their first lists together,
@@ -688,11 +726,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 .await
                 .context("--spec-configmaps: cannot build a Kubernetes client")?;
             let synced = Arc::new(tokio::sync::Notify::new());
-            let task = tokio::spawn(crate::sources::configmaps::watch(
-                client,
-                shared.clone(),
-                synced.clone(),
-            ));
+            let (sh, sy) = (shared.clone(), synced.clone());
+            let task = supervise(shared.clone(), "configmaps", move || {
+                crate::sources::configmaps::watch(client.clone(), sh.clone(), sy.clone())
+            });
             waits.push((
                 synced,
                 "configmap specs not listed yet; serving with the spec dir only until they are",
@@ -708,11 +745,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 .await
                 .context("--cluster-constraints: cannot build a Kubernetes client")?;
             let synced = Arc::new(tokio::sync::Notify::new());
-            let task = tokio::spawn(crate::sources::cluster::watch(
-                client,
-                shared.clone(),
-                synced.clone(),
-            ));
+            let (sh, sy) = (shared.clone(), synced.clone());
+            let task = supervise(shared.clone(), "cluster", move || {
+                crate::sources::cluster::watch(client.clone(), sh.clone(), sy.clone())
+            });
             waits.push((
                 synced,
                 "limitranges/resourcequotas not listed yet; sizing without cluster constraints until they are",
@@ -797,19 +833,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             );
         }
     }
-    let lag_task = tokio::spawn(
-        shared
-            .lag
-            .clone()
-            .monitor(shared.metrics.runtime_lag_seconds.clone()),
+    let (lag, gauge) = (
+        shared.lag.clone(),
+        shared.metrics.runtime_lag_seconds.clone(),
     );
+    let lag_task = supervise(shared.clone(), "runtime-lag", move || {
+        lag.clone().monitor(gauge.clone())
+    });
     let refresh_task = config.prometheus.clone().map(|cfg| {
-        tokio::spawn(refresh_loop(
+        let (sh, every, dir) = (
             shared.clone(),
-            cfg,
             config.prometheus_refresh,
             config.state_dir.clone(),
-        ))
+        );
+        supervise(shared.clone(), "prometheus-refresh", move || {
+            refresh_loop(sh.clone(), cfg.clone(), every, dir.clone())
+        })
     });
 
     shared.ready.store(true, Ordering::SeqCst);
@@ -862,9 +901,90 @@ impl KubeClients {
     }
 }
 
+/// Name of the reload task (`task_restarts{task}`); `/readyz` follows its health.
+pub const RELOAD_TASK: &str = "reload";
+
+/// How long a panicked background task stays down before it is started again.
+pub const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Aborts the task when dropped (so aborting a supervisor stops its child too).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Run the task `make` builds; when it panics, count it in `task_restarts{task}`, log
+/// it, wait [`RESTART_DELAY`] and start a new one. For the reload task `/readyz` is 503
+/// while it is down. A task that returns is not restarted.
+fn supervise<F, Fut>(shared: Arc<Shared>, task: &'static str, make: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let mut child = AbortOnDrop(tokio::spawn(make()));
+            match (&mut child.0).await {
+                Err(e) if e.is_panic() => {
+                    let panic = e.into_panic();
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    if task == RELOAD_TASK {
+                        shared.reloader_alive.store(false, Ordering::SeqCst);
+                    }
+                    shared
+                        .metrics
+                        .task_restarts
+                        .get_or_create(&TaskLabel { task })
+                        .inc();
+                    tracing::error!(
+                        task,
+                        panic = message,
+                        restart_in_ms = RESTART_DELAY.as_millis() as u64,
+                        "background task panicked; restarting it"
+                    );
+                    tokio::time::sleep(RESTART_DELAY).await;
+                    if task == RELOAD_TASK {
+                        shared.reloader_alive.store(true, Ordering::SeqCst);
+                    }
+                }
+                // Returned on its own, or cancelled at shutdown.
+                _ => return,
+            }
+        }
+    })
+}
+
+/// Every `interval`: one reload pass, on the blocking pool (disk IO, parsing). A panic in
+/// the pass ends this loop with that panic, for [`supervise`] to restart it; the
+/// reloader's state survives in the mutex.
+async fn reload_loop(reloader: Arc<Mutex<Reloader>>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let r = reloader.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            r.lock().unwrap_or_else(|p| p.into_inner()).pass();
+        });
+        match pass.await {
+            Ok(()) => {}
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return,
+        }
+    }
+}
+
 /// One Prometheus refresh: fetch, persist, swap in. On failure the previous snapshot stays.
 pub async fn refresh_once(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     client: &reqwest::Client,
     cfg: &PromConfig,
     state_dir: Option<&std::path::Path>,
@@ -915,7 +1035,13 @@ pub async fn refresh_once(
         "history refreshed from prometheus"
     );
     shared.learned.store(snap);
-    shared.recombine(true);
+    // Recombining copies the whole snapshot: off the async workers.
+    let sh = shared.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || sh.recombine(true)).await {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
     Ok(())
 }
 

@@ -1,10 +1,14 @@
 //! AdmissionReview in → AdmissionReview out (DESIGN §3–§4, §9). No IO here: the caller
 //! hands in the current spec and usage snapshots.
 //!
-//! Requests are decoded with `kube::core::admission`. The response is written by a small
-//! serializer of our own so that `patch` is base64 (`[]byte` in the Kubernetes API), not
-//! the array of numbers kube-core emits (kube-rs #1781); both are accepted by the apiserver
-//! and the golden test pins what we send.
+//! Requests are decoded into a lean borrowed view ([`view`]): the review's head and, of the
+//! pod, only what the pipeline reads; the rest of the pod (env, volumes, probes, ...) is
+//! skipped by the parser, not built. A body the view cannot decode (or whose object is not
+//! a v1 Pod) takes the typed path — kube-core's `AdmissionReview<Pod>` — which gives the
+//! answer it always gave, with the position of the decode error. The response is written by
+//! a small serializer of our own so that `patch` is base64 (`[]byte` in the Kubernetes
+//! API), not the array of numbers kube-core emits (kube-rs #1781); both are accepted by the
+//! apiserver and the golden test pins what we send.
 
 use crate::engine::patch::Planned;
 pub use crate::engine::pipeline::Settings;
@@ -15,6 +19,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::ByteString;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 const MAX_WARNING_CHARS: usize = 120;
@@ -194,6 +199,24 @@ pub fn review(
     } else {
         path_mode
     };
+    // Hot path: the lean view. What it cannot take goes the typed way, as before.
+    if let Ok(v) = serde_json::from_slice::<view::ReviewView<'_>>(body) {
+        if v.object_is_v1_pod() {
+            check_types(&v.api_version, &v.kind)?;
+            let req = v
+                .request
+                .ok_or_else(|| BadRequest("AdmissionReview has no request".into()))?;
+            let head = Head {
+                uid: req.uid.into_owned(),
+                operation: req.operation,
+                kind: req.kind,
+                sub_resource: req.sub_resource.map(Cow::into_owned),
+                namespace: req.namespace.map(Cow::into_owned),
+            };
+            let pod = req.object.map(view::PodView::pod);
+            return Ok(answer_request(head, pod.as_ref(), mode0, settings, snaps));
+        }
+    }
     let req = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => {
             check_types(&review.types.api_version, &review.types.kind)?;
@@ -204,8 +227,48 @@ pub fn review(
         }
         Err(typed_err) => return undecodable(body, &typed_err, mode0),
     };
+    let head = Head {
+        uid: req.uid,
+        operation: req.operation,
+        kind: req.kind,
+        sub_resource: req.sub_resource,
+        namespace: req.namespace,
+    };
+    Ok(answer_request(
+        head,
+        req.object.as_ref(),
+        mode0,
+        settings,
+        snaps,
+    ))
+}
+
+/// The pod of a review as the request path decodes it: through the lean view, rebuilt
+/// into the minimal typed [`Pod`] (`None`: the review has no object). For benchmarks and
+/// fuzzing; [`review`] does the same.
+pub fn decode_pod(body: &[u8]) -> Result<Option<Pod>, serde_json::Error> {
+    let v: view::ReviewView<'_> = serde_json::from_slice(body)?;
+    Ok(v.request.and_then(|r| r.object).map(view::PodView::pod))
+}
+
+/// What the answer needs from the review besides the pod.
+struct Head {
+    uid: String,
+    operation: Operation,
+    kind: kube::core::GroupVersionKind,
+    sub_resource: Option<String>,
+    namespace: Option<String>,
+}
+
+fn answer_request(
+    req: Head,
+    pod: Option<&Pod>,
+    mode0: Mode,
+    settings: &Settings,
+    snaps: &Snapshots<'_>,
+) -> Answer {
     let mut b = Builder {
-        uid: req.uid.clone(),
+        uid: req.uid,
         mode: mode0,
         warnings: Vec::new(),
         audit: BTreeMap::new(),
@@ -227,20 +290,20 @@ pub fn review(
                 .map(|s| format!("/{s}"))
                 .unwrap_or_default()
         );
-        return Ok(skip(b, format!("not a pod CREATE ({what})")));
+        return skip(b, format!("not a pod CREATE ({what})"));
     }
-    let Some(pod) = req.object.as_ref() else {
+    let Some(pod) = pod else {
         b.warn("sidecar-sizer: review has no pod object; pod not sized");
         let mut a = blank_answer(b.mode, Outcome::Error);
         a.detail = Some("no object".into());
-        return Ok(b.finish(a));
+        return b.finish(a);
     };
     let ctx = PodContext {
         namespace: req.namespace.as_deref(),
     };
     match pipeline::run(pod, &ctx, settings, snaps) {
-        Verdict::Skip { reason } => Ok(skip(b, reason)),
-        verdict => Ok(answer(pod, verdict, b, &settings.policy)),
+        Verdict::Skip { reason } => skip(b, reason),
+        verdict => answer(pod, verdict, b, &settings.policy),
     }
 }
 
@@ -461,6 +524,195 @@ fn dry_run_summary(pod: &Pod, d: &Decision, planned: &Planned, policy: &Policy) 
         format!("sidecar-sizer dry-run: istio-proxy {cpu}; source {src}"),
         format!("sidecar-sizer dry-run: istio-proxy {mem}; source {src}"),
     ]
+}
+
+/// The lean, borrowed view of an AdmissionReview the request path decodes: only what the
+/// pipeline reads. Everything else (env, volumes, probes, status, managedFields, ...) is
+/// skipped by the parser without being built. Field types and optionality follow
+/// kube-core's `AdmissionRequest` and k8s-openapi's `Pod` (same JSON accepted), and
+/// [`ReviewView::pod`] rebuilds the minimal typed [`Pod`] the pipeline takes, containers
+/// in their positions so patch paths stay right.
+mod view {
+    use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use kube::core::admission::Operation;
+    use kube::core::GroupVersionKind;
+    use serde::de::IgnoredAny;
+    use serde::Deserialize;
+    use std::borrow::Cow;
+    use std::collections::BTreeMap;
+
+    /// `Option<Vec<T>>` where `null` and absent both mean empty (k8s-openapi's rule for
+    /// required lists such as `spec.containers`).
+    fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+        T: Default + Deserialize<'de>,
+    {
+        Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ReviewView<'a> {
+        #[serde(borrow)]
+        pub api_version: Cow<'a, str>,
+        #[serde(borrow)]
+        pub kind: Cow<'a, str>,
+        #[serde(borrow)]
+        pub request: Option<RequestView<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct RequestView<'a> {
+        #[serde(borrow)]
+        pub uid: Cow<'a, str>,
+        pub kind: GroupVersionKind,
+        /// Required by the API (and by kube-core's type); not read.
+        #[allow(dead_code)]
+        resource: IgnoredAny,
+        #[serde(default, borrow)]
+        pub sub_resource: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        pub namespace: Option<Cow<'a, str>>,
+        pub operation: Operation,
+        /// Required by the API (and by kube-core's type); not read.
+        #[allow(dead_code)]
+        user_info: IgnoredAny,
+        #[serde(default, borrow)]
+        pub object: Option<PodView<'a>>,
+        #[serde(default)]
+        #[allow(dead_code)]
+        dry_run: bool,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    pub struct PodView<'a> {
+        /// k8s-openapi refuses an object whose apiVersion or kind is not v1 Pod.
+        #[serde(default, borrow)]
+        api_version: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        kind: Option<Cow<'a, str>>,
+        #[serde(default, borrow, deserialize_with = "null_as_default")]
+        metadata: MetaView<'a>,
+        #[serde(default, borrow)]
+        spec: Option<SpecView<'a>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct MetaView<'a> {
+        #[serde(default, borrow)]
+        name: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        generate_name: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        namespace: Option<Cow<'a, str>>,
+        #[serde(default)]
+        labels: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        annotations: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        owner_references: Option<Vec<OwnerReference>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SpecView<'a> {
+        #[serde(default, borrow, deserialize_with = "null_as_default")]
+        containers: Vec<ContainerView<'a>>,
+        #[serde(default, borrow)]
+        init_containers: Option<Vec<ContainerView<'a>>>,
+        #[serde(default)]
+        host_network: Option<bool>,
+        #[serde(default)]
+        resources: Option<ResourceRequirements>,
+        /// RuntimeClass overhead: counted by ResourceQuota fitting.
+        #[serde(default)]
+        overhead: Option<BTreeMap<String, Quantity>>,
+        /// Decides the Terminating / NotTerminating quota scopes.
+        #[serde(default)]
+        active_deadline_seconds: Option<i64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ContainerView<'a> {
+        #[serde(default, borrow)]
+        name: Option<Cow<'a, str>>,
+        #[serde(default)]
+        resources: Option<ResourceRequirements>,
+        #[serde(default, borrow)]
+        restart_policy: Option<Cow<'a, str>>,
+        /// Tells an owner's istio-proxy customisation (`auto` or none) from an injected proxy.
+        #[serde(default, borrow)]
+        image: Option<Cow<'a, str>>,
+    }
+
+    fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
+        s.map(Cow::into_owned)
+    }
+
+    impl ContainerView<'_> {
+        fn container(self) -> Container {
+            Container {
+                name: self.name.map(Cow::into_owned).unwrap_or_default(),
+                resources: self.resources,
+                restart_policy: owned(self.restart_policy),
+                image: owned(self.image),
+                ..Container::default()
+            }
+        }
+    }
+
+    impl ReviewView<'_> {
+        /// False when the object names another apiVersion or kind than v1 Pod (the
+        /// typed decoder refuses it, and so answers it).
+        pub fn object_is_v1_pod(&self) -> bool {
+            let Some(o) = self.request.as_ref().and_then(|r| r.object.as_ref()) else {
+                return true;
+            };
+            o.api_version.as_deref().is_none_or(|v| v == "v1")
+                && o.kind.as_deref().is_none_or(|k| k == "Pod")
+        }
+    }
+
+    impl PodView<'_> {
+        /// The minimal typed pod: the fields above, everything else default.
+        pub fn pod(self) -> Pod {
+            let m = self.metadata;
+            Pod {
+                metadata: ObjectMeta {
+                    name: owned(m.name),
+                    generate_name: owned(m.generate_name),
+                    namespace: owned(m.namespace),
+                    labels: m.labels,
+                    annotations: m.annotations,
+                    owner_references: m.owner_references,
+                    ..ObjectMeta::default()
+                },
+                spec: self.spec.map(|s| PodSpec {
+                    containers: s
+                        .containers
+                        .into_iter()
+                        .map(ContainerView::container)
+                        .collect(),
+                    init_containers: s
+                        .init_containers
+                        .map(|v| v.into_iter().map(ContainerView::container).collect()),
+                    host_network: s.host_network,
+                    resources: s.resources,
+                    overhead: s.overhead,
+                    active_deadline_seconds: s.active_deadline_seconds,
+                    ..PodSpec::default()
+                }),
+                status: None,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

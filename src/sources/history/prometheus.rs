@@ -311,10 +311,17 @@ pub async fn fetch(
         fetched_at: Some(at_unix),
         window_seconds: Some(cfg.window.as_secs()),
     };
-    let snapshot = aggregate(&series, &facts, cfg.step.as_secs_f64(), meta);
+    let (step, n_series) = (cfg.step.as_secs_f64(), series.len());
+    // Aggregating every series into workloads: off the async workers.
+    let snapshot = tokio::task::spawn_blocking(move || aggregate(&series, &facts, step, meta))
+        .await
+        .map_err(|e| match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => FetchError::Truncated(format!("aggregate task: {e}")),
+        })?;
     Ok(Fetched {
         snapshot,
-        series: series.len(),
+        series: n_series,
         queries: list.len(),
     })
 }
@@ -388,15 +395,21 @@ async fn query_once(
             body: text.replace(['\n', '\r'], " "),
         });
     }
-    let parsed: Response = serde_json::from_slice(&bytes).map_err(|e| FetchError::NotJson {
-        content_type: if content_type.is_empty() {
-            "no content-type".into()
-        } else {
-            content_type
-        },
-        detail: e.to_string(),
-    })?;
-    drop(bytes);
+    // Up to --prometheus-max-bytes of JSON: parsed off the async workers.
+    let parsed = tokio::task::spawn_blocking(move || serde_json::from_slice::<Response>(&bytes))
+        .await
+        .map_err(|e| match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => FetchError::Truncated(format!("parse task: {e}")),
+        })?
+        .map_err(|e| FetchError::NotJson {
+            content_type: if content_type.is_empty() {
+                "no content-type".into()
+            } else {
+                content_type
+            },
+            detail: e.to_string(),
+        })?;
     if parsed.status != "success" {
         return Err(FetchError::Rejected(format!(
             "status {:?}: {}",
