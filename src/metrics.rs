@@ -174,7 +174,7 @@ impl Metrics {
         let task_restarts = Family::<TaskLabel, Counter>::default();
         registry.register(
             "task_restarts",
-            "Background tasks restarted after a panic, by task (reload, prometheus-refresh, configmaps, cluster, runtime-lag)",
+            "Background tasks restarted after a panic, by task (reload, prometheus-refresh, configmaps, cluster, mesh, metrics-api, hpa, runtime-lag)",
             task_restarts.clone(),
         );
         let history_stale = Gauge::default();

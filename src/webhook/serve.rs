@@ -721,103 +721,104 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let mut waits: Vec<(Arc<tokio::sync::Notify>, &'static str)> = Vec::new();
     let cm_task = match &config.spec_configmaps {
         Some(source) => {
-            let client = kube
-                .get(source)
-                .await
-                .context("--spec-configmaps: cannot build a Kubernetes client")?;
-            let synced = Arc::new(tokio::sync::Notify::new());
-            let (sh, sy) = (shared.clone(), synced.clone());
-            let task = supervise(shared.clone(), "configmaps", move || {
-                crate::sources::configmaps::watch(client.clone(), sh.clone(), sy.clone())
-            });
-            waits.push((
-                synced,
-                "configmap specs not listed yet; serving with the spec dir only until they are",
-            ));
-            Some(task)
+            let sh = shared.clone();
+            Some(
+                start_source(
+                    &mut kube,
+                    &mut waits,
+                    &shared,
+                    source,
+                    ("--spec-configmaps", "configmaps"),
+                    "configmap specs not listed yet; serving with the spec dir only until they are",
+                    move |client, synced| {
+                        crate::sources::configmaps::watch(client, sh.clone(), synced)
+                    },
+                )
+                .await?,
+            )
         }
         None => None,
     };
     let cluster_task = match &config.cluster_constraints {
         Some(source) => {
-            let client = kube
-                .get(source)
-                .await
-                .context("--cluster-constraints: cannot build a Kubernetes client")?;
-            let synced = Arc::new(tokio::sync::Notify::new());
-            let (sh, sy) = (shared.clone(), synced.clone());
-            let task = supervise(shared.clone(), "cluster", move || {
-                crate::sources::cluster::watch(client.clone(), sh.clone(), sy.clone())
-            });
-            waits.push((
-                synced,
-                "limitranges/resourcequotas not listed yet; sizing without cluster constraints until they are",
-            ));
-            Some(task)
+            let sh = shared.clone();
+            Some(
+                start_source(
+                    &mut kube,
+                    &mut waits,
+                    &shared,
+                    source,
+                    ("--cluster-constraints", "cluster"),
+                    "limitranges/resourcequotas not listed yet; sizing without cluster constraints until they are",
+                    move |client, synced| crate::sources::cluster::watch(client, sh.clone(), synced),
+                )
+                .await?,
+            )
         }
         None => None,
     };
     let mesh_task = match &config.mesh {
         Some(mesh) => {
-            let client = kube
-                .get(&mesh.kube)
-                .await
-                .context("--mesh-scope: cannot build a Kubernetes client")?;
-            let synced = Arc::new(tokio::sync::Notify::new());
-            let task = tokio::spawn(crate::sources::mesh::watch(
-                client,
-                shared.clone(),
-                mesh.clone(),
-                synced.clone(),
-            ));
-            waits.push((
-                synced,
-                "services/sidecars/serviceentries not listed yet; sizing without mesh scope until they are",
-            ));
-            Some(task)
+            let (sh, cfg) = (shared.clone(), mesh.clone());
+            Some(
+                start_source(
+                    &mut kube,
+                    &mut waits,
+                    &shared,
+                    &mesh.kube,
+                    ("--mesh-scope", "mesh"),
+                    "services/sidecars/serviceentries not listed yet; sizing without mesh scope until they are",
+                    move |client, synced| {
+                        crate::sources::mesh::watch(client, sh.clone(), cfg.clone(), synced)
+                    },
+                )
+                .await?,
+            )
         }
         None => None,
     };
     let (metrics_api_stop, stop_rx) = tokio::sync::watch::channel(false);
     let metrics_api_task = match &config.metrics_api {
         Some((source, cfg)) => {
-            let client = kube
-                .get(source)
-                .await
-                .context("--metrics-api: cannot build a Kubernetes client")?;
-            let synced = Arc::new(tokio::sync::Notify::new());
-            let task = tokio::spawn(crate::sources::metrics_api::run(
-                client,
-                shared.clone(),
-                cfg.clone(),
-                synced.clone(),
-                stop_rx,
-            ));
-            waits.push((
-                synced,
-                "history checkpoints not loaded yet; serving without metrics-API history until they are",
-            ));
-            Some(task)
+            let (sh, cfg) = (shared.clone(), cfg.clone());
+            Some(
+                start_source(
+                    &mut kube,
+                    &mut waits,
+                    &shared,
+                    source,
+                    ("--metrics-api", "metrics-api"),
+                    "history checkpoints not loaded yet; serving without metrics-API history until they are",
+                    move |client, synced| {
+                        crate::sources::metrics_api::run(
+                            client,
+                            sh.clone(),
+                            cfg.clone(),
+                            synced,
+                            stop_rx.clone(),
+                        )
+                    },
+                )
+                .await?,
+            )
         }
         None => None,
     };
     let hpa_task = match &config.hpa_aware {
         Some(source) => {
-            let client = kube
-                .get(source)
-                .await
-                .context("--hpa-aware: cannot build a Kubernetes client")?;
-            let synced = Arc::new(tokio::sync::Notify::new());
-            let task = tokio::spawn(crate::sources::hpa::watch(
-                client,
-                shared.clone(),
-                synced.clone(),
-            ));
-            waits.push((
-                synced,
-                "horizontalpodautoscalers not listed yet; no HpaShift findings until they are",
-            ));
-            Some(task)
+            let sh = shared.clone();
+            Some(
+                start_source(
+                    &mut kube,
+                    &mut waits,
+                    &shared,
+                    source,
+                    ("--hpa-aware", "hpa"),
+                    "horizontalpodautoscalers not listed yet; no HpaShift findings until they are",
+                    move |client, synced| crate::sources::hpa::watch(client, sh.clone(), synced),
+                )
+                .await?,
+            )
         }
         None => None,
     };
@@ -899,6 +900,36 @@ impl KubeClients {
         self.0.push((source.clone(), client.clone()));
         Ok(client)
     }
+}
+
+/// Start one cluster source under [`supervise`] (restarted if it panics): its client from
+/// the shared cache, a `synced` notifier whose first notification start-up waits for (with
+/// `pending` logged if it does not come in time). `names` is (the flag, the task's metric
+/// label).
+async fn start_source<F, Fut>(
+    kube: &mut KubeClients,
+    waits: &mut Vec<(Arc<tokio::sync::Notify>, &'static str)>,
+    shared: &Arc<Shared>,
+    source: &crate::sources::kube::KubeSource,
+    names: (&str, &'static str),
+    pending: &'static str,
+    run: F,
+) -> anyhow::Result<JoinHandle<()>>
+where
+    F: Fn(kube::Client, Arc<tokio::sync::Notify>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let client = kube
+        .get(source)
+        .await
+        .with_context(|| format!("{}: cannot build a Kubernetes client", names.0))?;
+    let synced = Arc::new(tokio::sync::Notify::new());
+    let sy = synced.clone();
+    let task = supervise(shared.clone(), names.1, move || {
+        run(client.clone(), sy.clone())
+    });
+    waits.push((synced, pending));
+    Ok(task)
 }
 
 /// Name of the reload task (`task_restarts{task}`); `/readyz` follows its health.
