@@ -1,5 +1,6 @@
 //! Our admission model (`engine::constraints`) against verdicts recorded from a real
 //! kube-apiserver v1.28.7 (`../shared/oracles/`, see its README): every line must agree.
+//! Files: `../shared/oracles/limitrange.jsonl` and `../shared/oracles/resourcequota.jsonl`.
 
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeSpec, PodSpec, ResourceQuota, ResourceQuotaSpec, ResourceQuotaStatus,
