@@ -7,12 +7,13 @@
 
 use crate::engine::constraints::{ClusterSnapshot, NamespaceConstraints};
 use crate::metrics::KindLabel;
+use crate::sources::kube::reflect_all;
 use crate::webhook::serve::Shared;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota};
-use kube::runtime::reflector::{self, reflector, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::Client;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -114,26 +115,10 @@ fn step<K>(kind: Kind, shared: &Shared, event: Result<watcher::Event<K>, watcher
 pub async fn watch(client: Client, shared: Arc<Shared>, synced: Arc<tokio::sync::Notify>) {
     let (lr_reader, lr_writer) = reflector::store::<LimitRange>();
     let (rq_reader, rq_writer) = reflector::store::<ResourceQuota>();
-    let limit_ranges = reflector(
-        lr_writer,
-        watcher(
-            Api::<LimitRange>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .modify(|o| o.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .map(|e| (Kind::LimitRanges, step(Kind::LimitRanges, &shared, e)));
-    let quotas = reflector(
-        rq_writer,
-        watcher(
-            Api::<ResourceQuota>::all(client),
-            watcher::Config::default(),
-        )
-        .modify(|o| o.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .map(|e| (Kind::Quotas, step(Kind::Quotas, &shared, e)));
+    let limit_ranges = reflect_all(client.clone(), lr_writer)
+        .map(|e| (Kind::LimitRanges, step(Kind::LimitRanges, &shared, e)));
+    let quotas =
+        reflect_all(client, rq_writer).map(|e| (Kind::Quotas, step(Kind::Quotas, &shared, e)));
     let mut events =
         futures::stream::select(limit_ranges.boxed(), quotas.boxed()).ready_chunks(BATCH);
     let (mut lr_listed, mut rq_listed) = (false, false);
@@ -197,6 +182,7 @@ fn snapshot_of(lr: &Store<LimitRange>, rq: &Store<ResourceQuota>) -> ClusterSnap
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::ResourceExt;
 
     fn meta(ns: Option<&str>, name: &str) -> ObjectMeta {
         ObjectMeta {

@@ -6,12 +6,13 @@
 
 use crate::engine::hpa::HpaSnapshot;
 use crate::metrics::KindLabel;
+use crate::sources::kube::reflect_all;
 use crate::webhook::serve::Shared;
 use futures::StreamExt;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use kube::runtime::reflector::{self, reflector};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use kube::Client;
 use std::sync::Arc;
 
 /// Metric label (`reload_failures{kind}`) and log name.
@@ -27,15 +28,7 @@ pub async fn watch(client: Client, shared: Arc<Shared>, synced: Arc<tokio::sync:
         return;
     };
     let (reader, writer) = reflector::store::<HorizontalPodAutoscaler>();
-    let events = reflector(
-        writer,
-        watcher(
-            Api::<HorizontalPodAutoscaler>::all(client),
-            watcher::Config::default(),
-        )
-        .modify(|o| o.managed_fields_mut().clear()),
-    )
-    .default_backoff();
+    let events = reflect_all(client, writer);
     let mut batches = events.boxed().ready_chunks(BATCH);
     let mut listed = false;
     while let Some(batch) = batches.next().await {

@@ -29,3 +29,30 @@ pub async fn config(source: &KubeSource) -> anyhow::Result<kube::Config> {
         KubeSource::Url(url) => Ok(kube::Config::new(url.parse()?)),
     }
 }
+
+/// A cluster-wide reflector of `K` filling `writer`'s store: list, then watch (resuming from
+/// the last resourceVersion, re-listing after 410 Gone), managedFields dropped (never read,
+/// often most of an object's bytes), exponential backoff after errors.
+pub fn reflect_all<K>(
+    client: Client,
+    writer: kube::runtime::reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+    use kube::ResourceExt;
+    reflector(
+        writer,
+        watcher(kube::Api::<K>::all(client), watcher::Config::default())
+            .modify(|o| o.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+}

@@ -14,6 +14,7 @@ use crate::engine::quantity::Memory;
 use crate::engine::sizing::Policy;
 use crate::engine::usage::UsageSnapshot;
 use crate::metrics::KindLabel;
+use crate::sources::kube::reflect_all;
 use crate::webhook::serve::Shared;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -324,16 +325,8 @@ pub async fn watch(
         );
     }
     let (svc_reader, svc_writer) = reflector::store::<Service>();
-    let services = reflector(
-        svc_writer,
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .modify(|o| o.managed_fields_mut().clear()),
-    )
-    .default_backoff()
-    .map(|e| (SERVICES, step(SERVICES, &shared, e)));
+    let services =
+        reflect_all(client.clone(), svc_writer).map(|e| (SERVICES, step(SERVICES, &shared, e)));
     let mut streams = vec![services.boxed()];
     let mut readers: BTreeMap<&'static str, Store<DynamicObject>> = BTreeMap::new();
     for (plural, ar) in [(SERVICE_ENTRIES, &se_ar), (SIDECARS, &sc_ar)] {
