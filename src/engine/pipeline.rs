@@ -247,7 +247,9 @@ pub fn run(pod: &Pod, ctx: &PodContext<'_>, settings: &Settings, snaps: &Snapsho
     if ns_constraints.is_some() || pod_level {
         let c = ns_constraints.unwrap_or(&no_constraints);
         let (without_req, without_lim) = current_size(pod, &settings.policy);
-        let spec_of_pod = pod.spec.clone().unwrap_or_default();
+        // Borrowed, not cloned: this runs on every admission in a constrained namespace.
+        let no_spec = k8s_openapi::api::core::v1::PodSpec::default();
+        let spec_of_pod = pod.spec.as_ref().unwrap_or(&no_spec);
         let without_us = constraints::Size {
             requests: without_req,
             limits: without_lim,
@@ -256,7 +258,7 @@ pub fn run(pod: &Pod, ctx: &PodContext<'_>, settings: &Settings, snaps: &Snapsho
             requests: planned.requests,
             limits: planned.limits,
         };
-        match fit_placements(proposed, without_us, &spec_of_pod, c, pod) {
+        match fit_placements(proposed, without_us, spec_of_pod, c, pod) {
             constraints::Fit::Fits { size, notes } => {
                 if size.requests != planned.requests || size.limits != planned.limits {
                     decision.requests = size.requests;
